@@ -1,0 +1,13 @@
+// Native CommError -> the Python classes of pycomm.errors.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "../common/error.h"
+
+namespace pycomm {
+
+pybind11::object error_class(ErrorKind kind);
+void register_error_translator();
+
+}  // namespace pycomm

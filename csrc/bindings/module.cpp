@@ -1,0 +1,27 @@
+// pycomm._C: the native core. Each part binds itself; this file only gathers.
+#include <pybind11/pybind11.h>
+
+#include "../kernels/reduce.h"
+#include "errors.h"
+
+namespace py = pybind11;
+
+void bind_kernels(py::module_& m);
+namespace pycomm {
+void bind_comm(py::module_& m);
+}  // namespace pycomm
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pycomm native core: kernels, transports, collectives, communicator";
+  pycomm::register_error_translator();
+  bind_kernels(m);
+  pycomm::bind_comm(m);
+  m.def("build_info", [] {
+    py::dict d;
+    d["isa"] = pycomm::kernels::isa_name(pycomm::kernels::active_isa());
+    d["best_isa"] = pycomm::kernels::isa_name(pycomm::kernels::best_supported_isa());
+    d["cuda"] = false;
+    d["compiler"] = __VERSION__;
+    return d;
+  });
+}

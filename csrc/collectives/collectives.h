@@ -1,0 +1,54 @@
+// The collective algorithms, written once against the transport interface.
+// Buffers are raw bytes of ctx.stamp.dtype; counts are in elements. Every
+// algorithm leaves bitwise identical results on every rank: each element of a
+// reduction is combined by exactly one rank (ring owner) or in rank order by
+// every rank (direct), and the bytes are then copied, never recomputed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "exchange.h"
+
+namespace pycomm {
+
+// out = reduce over ranks of in (count elements each); in may equal out.
+void allreduce(OpContext& ctx, const void* in, void* out, size_t count);
+// out (count elements) = block `rank` of the reduction of in (size * count
+// elements). In place when out == in + rank * count.
+void reduce_scatter(OpContext& ctx, const void* in, void* out, size_t count);
+// out (size * count elements) = every rank's in (count elements), in rank
+// order. In place when in == out + rank * count.
+void allgather(OpContext& ctx, const void* in, void* out, size_t count);
+// buf (count elements) = root's buf.
+void broadcast(OpContext& ctx, void* buf, size_t count, int root);
+void barrier(OpContext& ctx);
+
+// How a ring splits `count` elements over the ranks: balanced, the first
+// count % n chunks one element longer.
+struct Chunks {
+  size_t count;
+  int n;
+  size_t offset(int c) const { return c * (count / n) + std::min<size_t>(c, count % n); }
+  size_t length(int c) const { return count / n + (static_cast<size_t>(c) < count % n ? 1 : 0); }
+};
+
+// Ring phases shared by allreduce, reduce_scatter and allgather (ring.cpp).
+//
+// ring_reduce_scatter: after size-1 steps, chunk `rank` is fully reduced at
+// dst(size-2, rank). Step s sends chunk rank-s-1 (from `in` at step 0, else
+// from dst(s-1, ...)) and receives chunk rank-s-2, reducing it with this
+// rank's own contribution from `in` into dst(s, rank-s-2).
+using StepDst = std::function<uint8_t*(int step, int chunk)>;
+void ring_reduce_scatter(OpContext& ctx, const uint8_t* in, const Chunks& chunks, const StepDst& dst);
+// ring_allgather: buf holds chunk `rank`; afterwards it holds every chunk.
+void ring_allgather(OpContext& ctx, uint8_t* buf, const Chunks& chunks);
+
+// out = srcs[0] op srcs[1] op ... op srcs[size-1], in rank order, so every rank
+// computes the same bits (the direct algorithms). Includes the avg division.
+void reduce_in_rank_order(OpContext& ctx, const uint8_t* const* srcs, uint8_t* out, size_t count);
+// For op avg: the final division by the world size, done once by the owner.
+void finish_avg(OpContext& ctx, uint8_t* buf, size_t count);
+
+}  // namespace pycomm

@@ -1,0 +1,177 @@
+#include "exchange.h"
+
+#include <algorithm>
+
+#include "../kernels/reduce.h"
+
+namespace pycomm {
+namespace {
+
+constexpr uint32_t kFrameMagic = 0x4d524650;  // "PFRM"
+
+struct Frame {
+  uint32_t magic;
+  uint8_t coll, dtype, op, reserved0;
+  uint64_t seq;
+  int32_t root;
+  int32_t src;
+  uint64_t count;
+  uint64_t payload;
+  uint8_t reserved[24];
+};
+static_assert(sizeof(Frame) == 64, "frames keep shm messages 64-byte aligned");
+
+Frame make_frame(const OpStamp& s, int src, size_t payload) {
+  Frame f{};
+  f.magic = kFrameMagic;
+  f.coll = static_cast<uint8_t>(s.coll);
+  f.dtype = static_cast<uint8_t>(s.dtype);
+  f.op = static_cast<uint8_t>(s.op);
+  f.seq = s.seq;
+  f.root = s.root;
+  f.src = src;
+  f.count = s.count;
+  f.payload = payload;
+  return f;
+}
+
+}  // namespace
+
+const char* coll_name(Coll c) {
+  switch (c) {
+    case Coll::kAllreduce: return "allreduce";
+    case Coll::kReduceScatter: return "reduce_scatter";
+    case Coll::kAllgather: return "allgather";
+    case Coll::kBroadcast: return "broadcast";
+    case Coll::kBarrier: return "barrier";
+  }
+  return "unknown collective";
+}
+
+std::string describe(const OpStamp& s) {
+  std::string d = strprintf("%s #%llu", coll_name(s.coll), static_cast<unsigned long long>(s.seq));
+  if (s.coll == Coll::kBarrier) return d;
+  d += strprintf(" (%s x %llu", dtype_name(s.dtype), static_cast<unsigned long long>(s.count));
+  if (s.coll == Coll::kAllreduce || s.coll == Coll::kReduceScatter)
+    d += std::string(", ") + redop_name(s.op);
+  if (s.coll == Coll::kBroadcast) d += strprintf(", root %d", s.root);
+  return d + ")";
+}
+
+void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
+  Frame f;
+  std::memcpy(&f, bytes, sizeof(f));
+  if (f.magic != kFrameMagic || f.src != r.peer || f.coll < 1 || f.coll > 5 ||
+      f.dtype >= kNumDTypes || f.op >= kNumRedOps)
+    throw_error(ErrorKind::kComm, strprintf("rank %d: corrupt frame from rank %d during %s", rank(),
+                                            r.peer, describe(stamp).c_str()));
+  OpStamp theirs;
+  theirs.seq = f.seq;
+  theirs.coll = static_cast<Coll>(f.coll);
+  theirs.dtype = static_cast<DType>(f.dtype);
+  theirs.op = static_cast<RedOp>(f.op);
+  theirs.root = f.root;
+  theirs.count = f.count;
+  bool same = theirs.seq == stamp.seq && theirs.coll == stamp.coll && theirs.dtype == stamp.dtype &&
+              theirs.op == stamp.op && theirs.root == stamp.root && theirs.count == stamp.count &&
+              f.payload == r.bytes;
+  if (!same)
+    throw_error(ErrorKind::kMismatch,
+                strprintf("collective mismatch between rank %d and rank %d: rank %d called %s, "
+                          "rank %d called %s",
+                          rank(), r.peer, rank(), describe(stamp).c_str(), r.peer,
+                          describe(theirs).c_str()));
+}
+
+bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
+  bool moved = false;
+  if (!s.framed) {
+    Frame f = make_frame(stamp, rank(), s.bytes);
+    if (tr.try_send(s.peer, &f, sizeof(f), sizeof(f)) != sizeof(f)) {
+      waits.push_back({s.peer, true, sizeof(f)});
+      return false;
+    }
+    s.framed = moved = true;
+  }
+  size_t limit = s.ready ? std::min(*s.ready, s.bytes) : s.bytes;
+  if (s.done < limit) {
+    size_t n = tr.try_send(s.peer, s.data + s.done, std::min(limit - s.done, tuning.slice_bytes), elem());
+    s.done += n;
+    moved |= n > 0;
+    if (s.done < limit) waits.push_back({s.peer, true, std::min(limit - s.done, tuning.slice_bytes)});
+  }
+  if (s.done == s.bytes && !s.ended) {
+    tr.end_send(s.peer);
+    s.ended = true;
+  }
+  return moved;
+}
+
+bool OpContext::progress_recv(RecvSpec& r, std::vector<WaitItem>& waits) {
+  bool moved = false;
+  if (!r.framed) {
+    Span sp = tr.peek(r.peer);
+    if (sp.size < sizeof(Frame)) {
+      waits.push_back({r.peer, false, sizeof(Frame)});
+      return false;
+    }
+    check_frame(sp.data, r);
+    tr.consume(r.peer, sizeof(Frame));
+    r.framed = moved = true;
+  }
+  while (r.done < r.bytes) {
+    size_t want = r.bytes - r.done, n;
+    if (!r.sink.own) {
+      n = tr.try_recv_into(r.peer, r.sink.dst + r.done, want, 1);
+    } else {  // fused receive-reduce straight out of the transport's buffer
+      Span sp = tr.peek(r.peer);
+      n = sp.size >= want ? want : sp.size - sp.size % elem();
+      if (n) {
+        kernels::reduce(r.sink.dst + r.done, r.sink.own + r.done, sp.data, n / elem(), stamp.dtype,
+                        stamp.op);
+        tr.consume(r.peer, n);
+      }
+    }
+    if (n == 0) {
+      waits.push_back({r.peer, false, std::min(want, elem())});
+      break;
+    }
+    r.done += n;
+    moved = true;
+  }
+  if (r.done == r.bytes && !r.ended) {
+    tr.end_recv(r.peer);
+    r.ended = true;
+  }
+  return moved;
+}
+
+void OpContext::exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs) {
+  std::vector<WaitItem> waits;
+  waits.reserve(nsends + nrecvs);
+  for (;;) {
+    waits.clear();
+    bool moved = false, pending = false;
+    for (size_t i = 0; i < nsends; ++i) {
+      if (sends[i].ended) continue;
+      moved |= progress_send(sends[i], waits);
+      pending |= !sends[i].ended;
+    }
+    for (size_t i = 0; i < nrecvs; ++i) {
+      if (recvs[i].ended) continue;
+      moved |= progress_recv(recvs[i], waits);
+      pending |= !recvs[i].ended;
+    }
+    if (!pending) return;
+    if (!moved && !waits.empty()) tr.wait(waits.data(), waits.size(), deadline);
+  }
+}
+
+void OpContext::sendrecv(int to, const void* src, size_t send_bytes, int from, size_t recv_bytes,
+                         Sink sink) {
+  SendSpec s{to, static_cast<const uint8_t*>(src), send_bytes};
+  RecvSpec r{from, recv_bytes, sink};
+  exchange(&s, 1, &r, 1);
+}
+
+}  // namespace pycomm

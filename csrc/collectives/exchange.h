@@ -1,0 +1,113 @@
+// The progress engine every algorithm is written with: one call moves a set
+// of messages to and from several peers at once, without blocking on any one
+// of them, and sleeps in the transport only when nothing can move.
+//
+// Each message starts with a 64-byte frame stamped with the op (sequence,
+// collective, dtype, redop, root, count); the receiver checks it against its
+// own call, so ranks that called different collectives get a MismatchError
+// naming both calls instead of a hang or corrupted numbers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../common/deadline.h"
+#include "../common/dtype.h"
+#include "../transport/transport.h"
+
+namespace pycomm {
+
+enum class Coll : uint8_t {
+  kAllreduce = 1,
+  kReduceScatter = 2,
+  kAllgather = 3,
+  kBroadcast = 4,
+  kBarrier = 5,
+};
+const char* coll_name(Coll c);
+
+// What every rank must agree on for one collective call.
+struct OpStamp {
+  uint64_t seq = 0;
+  Coll coll = Coll::kBarrier;
+  DType dtype = DType::kUInt8;
+  RedOp op = RedOp::kSum;
+  int32_t root = 0;
+  uint64_t count = 0;
+};
+// "allreduce #7 (float32 x 1024, sum)"
+std::string describe(const OpStamp& s);
+
+// Where a received payload goes: copied to dst, or, with `own`, reduced:
+// dst[i] = own[i] op received[i].
+struct Sink {
+  uint8_t* dst = nullptr;
+  const uint8_t* own = nullptr;
+};
+
+struct SendSpec {
+  int peer;
+  const uint8_t* data;
+  size_t bytes;
+  const size_t* ready = nullptr;  // when set, only the first *ready bytes may go yet (forwarding)
+  // progress, owned by the engine
+  bool framed = false, ended = false;
+  size_t done = 0;
+};
+
+struct RecvSpec {
+  int peer;
+  size_t bytes;
+  Sink sink;
+  bool framed = false, ended = false;
+  size_t done = 0;
+};
+
+struct Tuning {
+  size_t slice_bytes = 256 << 10;       // most bytes handed to the transport per call
+  size_t direct_max_bytes = 32 << 10;   // at or below: one-step direct algorithms
+};
+
+// Scratch memory an algorithm may use; owned by the communicator, reused across ops.
+class Scratch {
+ public:
+  uint8_t* get(size_t bytes) {
+    if (buf_.size() < bytes) buf_.resize(bytes);
+    return buf_.data();
+  }
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
+class OpContext {
+ public:
+  OpContext(Transport& tr, const OpStamp& stamp, const Deadline& deadline, const Tuning& tuning,
+            Scratch& scratch)
+      : tr(tr), stamp(stamp), deadline(deadline), tuning(tuning), scratch(scratch) {}
+
+  int rank() const { return tr.rank(); }
+  int size() const { return tr.size(); }
+  size_t elem() const { return dtype_size(stamp.dtype); }
+  int peer(int offset) const { return ((rank() + offset) % size() + size()) % size(); }
+
+  // Runs all the sends and receives to completion, concurrently.
+  void exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs);
+  // The common case: one message to `to` while one arrives from `from`.
+  void sendrecv(int to, const void* src, size_t send_bytes, int from, size_t recv_bytes, Sink sink);
+
+  Transport& tr;
+  const OpStamp stamp;
+  const Deadline deadline;
+  const Tuning& tuning;
+  Scratch& scratch;
+
+ private:
+  bool progress_send(SendSpec& s, std::vector<WaitItem>& waits);
+  bool progress_recv(RecvSpec& r, std::vector<WaitItem>& waits);
+  void check_frame(const uint8_t* frame, const RecvSpec& r);
+};
+
+}  // namespace pycomm

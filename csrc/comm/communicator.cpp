@@ -1,0 +1,137 @@
+#include "communicator.h"
+
+#include "../collectives/collectives.h"
+
+namespace pycomm {
+
+Communicator::Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning)
+    : rank_(transport->rank()), size_(transport->size()), transport_(std::move(transport)),
+      tuning_(tuning) {}
+
+Communicator::~Communicator() {
+  try {
+    close();
+  } catch (...) {
+  }
+}
+
+uint64_t Communicator::ops_submitted() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return next_seq_;
+}
+
+void Communicator::execute(Op& op) {
+  const CollArgs& a = op.args;
+  OpStamp stamp;
+  stamp.seq = op.seq;
+  stamp.coll = a.coll;
+  stamp.dtype = a.dtype;
+  stamp.op = a.op;
+  stamp.root = a.root;
+  stamp.count = a.count;
+  {
+    std::lock_guard<std::mutex> lk(broken_mu_);
+    if (broken_) {
+      op.work->fail(ErrorKind::kAborted,
+                    strprintf("[rank %d] %s not run: the communicator failed earlier: %s", rank_,
+                              describe(stamp).c_str(), broken_msg_.c_str()));
+      return;
+    }
+  }
+  try {
+    OpContext ctx(*transport_, stamp, Deadline::after(a.timeout_s), tuning_, scratch_);
+    switch (a.coll) {
+      case Coll::kAllreduce: allreduce(ctx, a.in, a.out, a.count); break;
+      case Coll::kReduceScatter: reduce_scatter(ctx, a.in, a.out, a.count); break;
+      case Coll::kAllgather: allgather(ctx, a.in, a.out, a.count); break;
+      case Coll::kBroadcast: broadcast(ctx, a.out, a.count, a.root); break;
+      case Coll::kBarrier: barrier(ctx); break;
+    }
+    op.work->finish();
+  } catch (const CommError& e) {
+    // A peer's abort already names its origin; a local failure gets this op's
+    // context and is sent to every peer so none of them waits out its timeout.
+    std::string msg = e.from_peer() ? e.what()
+                                    : strprintf("[rank %d] %s: %s", rank_, describe(stamp).c_str(), e.what());
+    {
+      std::lock_guard<std::mutex> lk(broken_mu_);
+      if (!broken_) {
+        broken_ = true;
+        broken_msg_ = msg;
+      }
+    }
+    if (!e.from_peer()) transport_->abort_peers(e.kind(), msg);
+    op.work->fail(e.kind(), msg);
+  }
+}
+
+std::shared_ptr<Work> Communicator::submit(const CollArgs& args, bool async) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (closed_ || stopping_) throw CommError(ErrorKind::kValue, "the communicator is closed");
+  Op op{args, next_seq_++, std::make_shared<Work>()};
+  std::shared_ptr<Work> work = op.work;
+  if (!async && queue_.empty() && !running_) {
+    running_ = true;  // inline: nothing may start until we are done
+    lk.unlock();
+    execute(op);
+    lk.lock();
+    running_ = false;
+    lk.unlock();
+    cv_.notify_all();
+  } else {
+    if (!worker_.joinable()) worker_ = std::thread(&Communicator::worker_loop, this);
+    queue_.push_back(std::move(op));
+    lk.unlock();
+    cv_.notify_all();
+    if (!async) work->wait(-1);  // each queued op ends by its own deadline
+  }
+  if (!async && work->failed()) work->rethrow();
+  return work;
+}
+
+void Communicator::worker_loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [&] { return (!queue_.empty() && !running_) || (stopping_ && queue_.empty()); });
+    if (queue_.empty()) return;
+    Op op = std::move(queue_.front());
+    queue_.pop_front();
+    running_ = true;
+    lk.unlock();
+    execute(op);
+    lk.lock();
+    running_ = false;
+    cv_.notify_all();
+  }
+}
+
+void Communicator::close() {
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (closed_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait(lk, [&] { return !running_; });  // an inline op on another thread
+  closed_ = true;
+  transport_.reset();
+}
+
+void Communicator::abort(const std::string& reason) {
+  std::string msg = strprintf("[rank %d] communicator aborted: %s", rank_, reason.c_str());
+  {
+    std::lock_guard<std::mutex> lk(broken_mu_);
+    if (!broken_) {
+      broken_ = true;
+      broken_msg_ = msg;
+    }
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!transport_) return;
+  transport_->abort_self(ErrorKind::kAborted, msg);
+  transport_->abort_peers(ErrorKind::kAborted, msg);
+}
+
+}  // namespace pycomm

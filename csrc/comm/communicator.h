@@ -1,0 +1,82 @@
+// The communicator core: ops of one communicator complete in submission
+// order. Asynchronous ops run on a worker thread (started on first use); a
+// blocking op with nothing queued runs on the calling thread, because handing
+// it to another thread costs more than a small collective itself. Every op
+// carries a deadline; the first failure is sent to every peer and leaves the
+// communicator unusable (its protocol state is unknown), like NCCL.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "../collectives/exchange.h"
+#include "../transport/transport.h"
+#include "work.h"
+
+namespace pycomm {
+
+struct CollArgs {
+  Coll coll = Coll::kBarrier;
+  DType dtype = DType::kUInt8;
+  RedOp op = RedOp::kSum;
+  int root = 0;
+  const void* in = nullptr;
+  void* out = nullptr;
+  size_t count = 0;     // per-rank elements (see collectives.h for each op)
+  double timeout_s = 0;  // > 0
+};
+
+class Communicator {
+ public:
+  Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning);
+  ~Communicator();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const char* transport_name() const { return transport_->name(); }
+  uint64_t ops_submitted();
+
+  // Blocking (async=false): returns when the op is done, throwing its error.
+  // Async: returns at once; the Work reports completion and errors.
+  std::shared_ptr<Work> submit(const CollArgs& args, bool async);
+
+  // Waits for queued ops, stops the worker and releases the transport.
+  void close();
+  // Fails the running and queued ops and tells every peer to stop.
+  void abort(const std::string& reason);
+
+ private:
+  struct Op {
+    CollArgs args;
+    uint64_t seq;
+    std::shared_ptr<Work> work;
+  };
+  void execute(Op& op);  // runs one op, records its outcome in op.work
+  void worker_loop();
+  void fail_broken(Op& op);
+
+  const int rank_, size_;
+  std::unique_ptr<Transport> transport_;
+  Tuning tuning_;
+  Scratch scratch_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Op> queue_;
+  bool running_ = false;  // an op is executing (worker or inline)
+  bool stopping_ = false;
+  bool closed_ = false;
+  uint64_t next_seq_ = 0;
+  std::thread worker_;
+
+  // Set by the first failure; later ops fail fast with it.
+  std::mutex broken_mu_;
+  bool broken_ = false;
+  std::string broken_msg_;
+};
+
+}  // namespace pycomm

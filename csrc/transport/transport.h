@@ -1,0 +1,86 @@
+// The transport interface: byte streams between every pair of ranks, driven
+// without blocking so one thread can send to one peer while it receives from
+// another (the ring's steady state). Transports know nothing of dtypes or
+// collectives; algorithms are written once against this interface.
+//
+// Messages on a link are delimited by end_send()/end_recv(): both sides call
+// them after the same byte count, which lets shared memory keep every message
+// 64-byte aligned (so no element ever straddles the ring's wrap point).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "../common/deadline.h"
+#include "../common/error.h"
+
+namespace pycomm {
+
+struct Span {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
+// One thing a blocked rank waits for: `bytes` of room toward `peer` (send) or
+// of data from `peer` (receive).
+struct WaitItem {
+  int peer;
+  bool send;
+  size_t bytes;
+};
+
+class Transport {
+ public:
+  Transport(int rank, int size) : rank_(rank), size_(size) {}
+  virtual ~Transport() = default;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  virtual const char* name() const = 0;
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  // Copies up to n bytes toward `peer` without blocking. Unless it takes all
+  // n, it takes a multiple of `granule`. Returns the bytes taken (maybe 0).
+  virtual size_t try_send(int peer, const void* data, size_t n, size_t granule) = 0;
+
+  // Received bytes from `peer`, readable in place until consume().
+  virtual Span peek(int peer) = 0;
+  virtual void consume(int peer, size_t n) = 0;
+
+  // Copies up to n received bytes into dst, a multiple of `granule` unless all
+  // n. The default goes through peek(); TCP reads straight off the socket.
+  virtual size_t try_recv_into(int peer, void* dst, size_t n, size_t granule) {
+    Span s = peek(peer);
+    size_t take = s.size < n ? s.size - s.size % granule : n;
+    if (take == 0) return 0;
+    std::memcpy(dst, s.data, take);
+    consume(peer, take);
+    return take;
+  }
+
+  virtual void end_send(int peer) {}
+  virtual void end_recv(int peer) {}
+
+  // Blocks until any of `items` may be satisfied. Throws kTimeout at the
+  // deadline, kPeerLost when a waited-on peer is gone, and the kind a peer
+  // aborted with.
+  virtual void wait(const WaitItem* items, size_t n, const Deadline& deadline) = 0;
+
+  // Best effort: makes every peer's current and future waits throw `kind`
+  // with `reason`. Used when this rank can no longer follow the protocol.
+  virtual void abort_peers(ErrorKind kind, const std::string& reason) = 0;
+  // Makes this rank's own current and future waits throw (from any thread).
+  virtual void abort_self(ErrorKind kind, const std::string& reason) = 0;
+
+ protected:
+  int rank_;
+  int size_;
+};
+
+// "rank 1: timed out after 30 s waiting for data from rank 0 or room toward rank 2"
+std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadline& deadline);
+
+}  // namespace pycomm

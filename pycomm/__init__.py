@@ -1,0 +1,18 @@
+"""pycomm: fast collective communication for Python.
+
+    comm = pycomm.Communicator.from_env()
+    comm.allreduce(x)            # in place, sum over ranks
+"""
+from .errors import AbortedError, CommError, MismatchError, PeerLostError, TimeoutError
+from . import _C
+from .communicator import Communicator
+from .ops import ReduceOp
+from .store import FileStore, Store, TCPStore
+
+Work = _C.Work
+__version__ = "0.1.0"
+
+__all__ = [
+    "Communicator", "ReduceOp", "Work", "Store", "TCPStore", "FileStore",
+    "CommError", "TimeoutError", "MismatchError", "PeerLostError", "AbortedError",
+]

@@ -1,0 +1,186 @@
+"""The Communicator: pycomm's Python face over the native core.
+
+Rank, size and rendezvous come from whoever launched the job (a Store);
+the data path is native (shared memory on one host, TCP across hosts) and
+Python never touches payload bytes.
+"""
+import itertools
+import os
+import secrets
+from collections import deque
+
+import numpy as np
+
+from . import _C
+from .ops import op_code
+from .store import Store, store_from_env
+from .topology import bind_address, choose_transport, host_id
+
+DEFAULT_TIMEOUT = 300.0
+_comm_ids = itertools.count()
+
+
+def _env_float(name, default):
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+
+
+def _check_timeout(timeout):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    return float(timeout)
+
+
+def _flat_empty(like, count):
+    """A new 1-D buffer of `count` elements of like's dtype and kind."""
+    if hasattr(like, "new_empty"):  # torch.Tensor, without importing torch
+        return like.new_empty((count,))
+    return np.empty(count, dtype=np.asarray(like).dtype)
+
+
+def _size_of(x):
+    if hasattr(x, "numel"):
+        return x.numel()
+    return np.asarray(x).size
+
+
+class Communicator:
+    """A group of `size` ranks running collectives together.
+
+    Every collective takes `async_op` (return a Work instead of waiting) and
+    `timeout` (seconds; default PYCOMM_TIMEOUT or 300). Ops complete in
+    submission order on every rank.
+    """
+
+    def __init__(self, rank: int, size: int, store: Store, *, transport=None, timeout=None,
+                 name=None, options=None, _owns_store=False):
+        if not isinstance(rank, int) or not isinstance(size, int) or size < 1 or not 0 <= rank < size:
+            raise ValueError(f"need 0 <= rank < size, got rank={rank!r}, size={size!r}")
+        self._timeout = (_check_timeout(timeout) if timeout is not None
+                         else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT))
+        self._store = store
+        self._owns_store = _owns_store
+        self._inflight = deque()
+        self._native = None
+        prefix = f"pycomm/{name if name is not None else next(_comm_ids)}"
+        boot_timeout = max(self._timeout, 60.0)
+        try:
+            hosts = [h.decode() for h in store.allgather(f"{prefix}/host", rank, size,
+                                                         host_id().encode(), boot_timeout)]
+            kind = choose_transport(transport, hosts)
+            opts = dict(options or {})
+            opts.setdefault("connect_timeout", boot_timeout)
+            opts.setdefault("local_ranks", hosts.count(hosts[rank]))
+            if kind == "tcp":
+                if rank == 0:
+                    store.set(f"{prefix}/token", secrets.token_bytes(32))
+                opts["token"] = store.get(f"{prefix}/token", boot_timeout)
+                opts.setdefault("bind_addr", bind_address(store, hosts))
+            steps = itertools.count()
+
+            def allgather(data: bytes):
+                return store.allgather(f"{prefix}/boot{next(steps)}", rank, size, data, boot_timeout)
+
+            self._native = _C.Communicator(rank, size, kind, allgather, opts)
+        except BaseException:
+            if _owns_store:
+                store.close()
+            raise
+        self.rank = rank
+        self.size = size
+        self.transport = kind
+
+    @classmethod
+    def from_env(cls, *, timeout=None, **kwargs):
+        """Rank and rendezvous from the environment pycomm.launch and torchrun set:
+        RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (or PYCOMM_STORE=file:///dir | tcp://host:port)."""
+        missing = [v for v in ("RANK", "WORLD_SIZE") if v not in os.environ]
+        if missing:
+            raise ValueError(f"Communicator.from_env needs {' and '.join(missing)} in the environment "
+                             "(start the program with python -m pycomm.launch or torchrun)")
+        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        t = timeout if timeout is not None else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT)
+        store = store_from_env(rank, size, max(t, 60.0))
+        return cls(rank, size, store, timeout=timeout, _owns_store=True, **kwargs)
+
+    # -- collectives -------------------------------------------------------
+
+    def allreduce(self, x, op="sum", out=None, async_op=False, timeout=None):
+        """Reduce x over all ranks; into x itself when out is None. Returns the result (or a Work)."""
+        w = self._native.allreduce(x, out, op_code(op), async_op,
+                                   self._timeout if timeout is None else _check_timeout(timeout))
+        if async_op:
+            return self._track(w)
+        return x if out is None else out
+
+    def reduce_scatter(self, x, op="sum", out=None, async_op=False, timeout=None):
+        """Block `rank` of the reduction of x (x.size == size * out.size)."""
+        if out is None:
+            n = _size_of(x)
+            if n % self.size:
+                raise ValueError(f"reduce_scatter needs x.size divisible by comm.size ({self.size}), got {n}")
+            out = _flat_empty(x, n // self.size)
+        w = self._native.reduce_scatter(x, out, op_code(op), async_op,
+                                        self._timeout if timeout is None else _check_timeout(timeout))
+        return self._track(w) if async_op else out
+
+    def allgather(self, x, out=None, async_op=False, timeout=None):
+        """Every rank's x, concatenated in rank order (out.size == size * x.size)."""
+        if out is None:
+            out = _flat_empty(x, _size_of(x) * self.size)
+        w = self._native.allgather(x, out, async_op,
+                                   self._timeout if timeout is None else _check_timeout(timeout))
+        return self._track(w) if async_op else out
+
+    def broadcast(self, x, root=0, async_op=False, timeout=None):
+        """Root's x, into x on every rank."""
+        if isinstance(root, bool) or not isinstance(root, int):
+            raise TypeError(f"root must be an int, not {type(root).__name__}")
+        w = self._native.broadcast(x, root, async_op,
+                                   self._timeout if timeout is None else _check_timeout(timeout))
+        return self._track(w) if async_op else x
+
+    def barrier(self, async_op=False, timeout=None):
+        """Returns once every rank has entered the barrier."""
+        w = self._native.barrier(async_op, self._timeout if timeout is None else _check_timeout(timeout))
+        return self._track(w) if async_op else None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _track(self, work):
+        # Buffers of async ops must outlive them even if the caller drops the Work.
+        inflight = self._inflight
+        while inflight and inflight[0].is_completed():
+            inflight.popleft()
+        inflight.append(work)
+        return work
+
+    def abort(self, reason="aborted by the user"):
+        """Fail every pending op here and on every peer (callable from any thread)."""
+        if self._native is not None:
+            self._native.abort(str(reason))
+
+    def close(self):
+        """Finish queued ops and release the transport. Idempotent."""
+        if self._native is not None:
+            self._native.close()
+            self._inflight.clear()
+        if self._owns_store and self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<pycomm.Communicator rank {self.rank} of {self.size} over {self.transport}>"
