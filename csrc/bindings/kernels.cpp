@@ -29,7 +29,9 @@ bool c_contiguous(const py::buffer_info& info) {
 }
 
 DType checked_dtype(int code) {
-  if (code < 0 || code >= kNumDTypes) throw py::value_error("invalid dtype code " + std::to_string(code));
+  if (code < 0 || code >= kNumDTypes) {
+    throw py::value_error("invalid dtype code " + std::to_string(code));
+  }
   return static_cast<DType>(code);
 }
 
@@ -92,10 +94,8 @@ void py_divide(const py::buffer& dst, int dtype_code, double divisor) {
 }
 
 }  // namespace
-}  // namespace pycomm
 
 void bind_kernels(py::module_& m) {
-  using namespace pycomm;
   py::module_ k = m.def_submodule("kernels", "CPU reduction kernels with run-time ISA dispatch");
   k.def("reduce", &py_reduce, py::arg("dst"), py::arg("a"), py::arg("b"), py::arg("dtype"),
         py::arg("op"),
@@ -111,3 +111,5 @@ void bind_kernels(py::module_& m) {
         py::arg("name"),
         "Use `name` (baseline, avx2, avx512); False, and no change, if the CPU lacks it.");
 }
+
+}  // namespace pycomm

@@ -6,15 +6,15 @@
 
 namespace py = pybind11;
 
-void bind_kernels(py::module_& m);
 namespace pycomm {
+void bind_kernels(py::module_& m);
 void bind_comm(py::module_& m);
 }  // namespace pycomm
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pycomm native core: kernels, transports, collectives, communicator";
   pycomm::register_error_translator();
-  bind_kernels(m);
+  pycomm::bind_kernels(m);
   pycomm::bind_comm(m);
   m.def("build_info", [] {
     py::dict d;

@@ -13,10 +13,9 @@
 // dispatch.cpp includes it once, for the table type only.
 //
 // Every path computes bit-identical results, so ranks on different CPUs
-// agree: float ops are elementwise (no reassociation), half types are
-// converted in software with the same rounding the hardware uses, and NaN
-// results of half types are canonicalised (the NaN a float32 op returns for
-// two NaN inputs depends on operand order, which the compiler may swap).
+// agree: float ops are elementwise (no reassociation), the software half
+// conversions round exactly as F16C/AVX-512 do, and NaNs produced by
+// arithmetic or by narrowing to a half type are canonical (see apply()).
 
 #ifndef PYCOMM_KERNELS_REDUCE_IMPL_DECLS
 #define PYCOMM_KERNELS_REDUCE_IMPL_DECLS
@@ -129,8 +128,14 @@ inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 
 constexpr uint32_t kCanonicalNaN = 0x7FC00000u;  // quiet_NaN(); narrows to 0x7E00 / 0x7FC0
 
-// Branch-free (so GCC vectorises the baseline loops too), after Marat
-// Dukhan's FP16 library (MIT): the FPU does the rounding, so it is RNE.
+// Branch-free, with selects written as bit masks (GCC's if-conversion
+// gives up on the ?: forms), so the baseline loops vectorise with SSE2.
+// After Marat Dukhan's FP16 library (MIT); the FPU does the rounding, RNE.
+inline uint32_t blend_bits(bool c, uint32_t x, uint32_t y) {
+  const uint32_t m = 0u - static_cast<uint32_t>(c);
+  return (x & m) | (y & ~m);
+}
+
 struct F16 {
   static float widen(uint16_t h) {
     const uint32_t w = uint32_t(h) << 16, sign = w & 0x80000000u, two_w = w + w;
@@ -138,24 +143,23 @@ struct F16 {
     const float normal = bits_f32((two_w >> 4) + (0xE0u << 23)) * 0x1p-112f;
     // Zero, subnormal: the mantissa placed under 0.5's exponent, minus 0.5.
     const float subnormal = bits_f32((two_w >> 17) | (126u << 23)) - 0.5f;
-    return bits_f32(sign | f32_bits(two_w < (1u << 27) ? subnormal : normal));
+    return bits_f32(sign | blend_bits(two_w < (1u << 27), f32_bits(subnormal), f32_bits(normal)));
   }
   // Round to nearest even, like vcvtps2ph with _MM_FROUND_TO_NEAREST_INT;
   // NaN -> canonical 0x7E00.
   static uint16_t narrow(float f) {
     const uint32_t w = f32_bits(f), shl1_w = w + w;
-    // Scale so that the float32 result has the float16 precision for this
-    // exponent (overflow becomes inf) ...
+    // |f| * 4, where values too large for float16 overflow to inf.
     float base = (__builtin_fabsf(f) * 0x1p+112f) * 0x1p-110f;
-    uint32_t bias = shl1_w & 0xFF000000u;
-    if (bias < 0x71000000u) bias = 0x71000000u;  // subnormal float16 results
-    // ... then adding 2^(e-something) makes the FPU round off exactly the
-    // bits float16 lacks.
-    base = bits_f32((bias >> 1) + 0x07800000u) + base;
+    // Adding 2^(exponent of f + 15) leaves float32 exactly float16's mantissa
+    // bits for base (fewer for float16 subnormals, via the minimum), so the
+    // FPU's round-to-nearest-even is float16's.
+    const uint32_t bias = shl1_w & 0xFF000000u;
+    const uint32_t min_bias = 0x71000000u;
+    base = bits_f32((blend_bits(bias < min_bias, min_bias, bias) >> 1) + 0x07800000u) + base;
     const uint32_t bits = f32_bits(base);
-    const uint32_t nonsign = ((bits >> 13) & 0x7C00u) + (bits & 0x0FFFu);
-    if (shl1_w > 0xFF000000u) return 0x7E00;  // NaN
-    return static_cast<uint16_t>((w >> 16) & 0x8000u) | static_cast<uint16_t>(nonsign);
+    const uint32_t h = ((w >> 16) & 0x8000u) + ((bits >> 13) & 0x7C00u) + (bits & 0x0FFFu);
+    return static_cast<uint16_t>(blend_bits(shl1_w > 0xFF000000u, 0x7E00u, h));  // NaN
   }
 };
 
@@ -263,7 +267,8 @@ template <class Half>
 void divide_half(void* dst, size_t n, double divisor) {
   uint16_t* d = static_cast<uint16_t*>(dst);
   const float div = static_cast<float>(divisor);
-  map_half<Half>(d, d, d, n, [div](auto x, auto) { return x / div; });  // NaNs canonicalised on narrowing
+  // NaN results are canonicalised when narrowed.
+  map_half<Half>(d, d, d, n, [div](auto x, auto) { return x / div; });
 }
 
 // Integer averages are not defined (callers divide floating types only), so

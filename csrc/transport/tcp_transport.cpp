@@ -286,10 +286,11 @@ Span TcpTransport::peek(int peer) {
     ssize_t r = recv(data_fd_[peer], s.buf.data() + s.fill, s.buf.size() - s.fill, MSG_DONTWAIT);
     if (r > 0) {
       s.fill += r;
-    } else if (r == 0) {
-      lost(peer, "was closed by the peer", 0);
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      lost(peer, "broke while receiving", errno);
+    } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      // A peer that finished may close before we read all it sent: only an
+      // empty staging buffer makes the end of the stream an error.
+      s.eof = true;
+      if (s.fill == s.pos) lost(peer, r == 0 ? "was closed by the peer" : "broke while receiving", r ? errno : 0);
     }
   }
   return {s.buf.data() + s.pos, s.fill - s.pos};
@@ -327,6 +328,8 @@ void TcpTransport::read_control(int peer) {
 }
 
 void TcpTransport::wait(const WaitItem* items, size_t n, const Deadline& deadline) {
+  for (size_t i = 0; i < n; ++i)  // waiting for more than a closed stream still holds
+    if (!items[i].send && staging_[items[i].peer].eof) lost(items[i].peer, "was closed by the peer", 0);
   std::vector<pollfd> fds;
   fds.reserve(n + size_);
   for (size_t i = 0; i < n; ++i)

@@ -43,6 +43,7 @@ class TcpTransport final : public Transport {
   struct Staging {
     std::vector<uint8_t> buf;
     size_t pos = 0, fill = 0;
+    bool eof = false;  // the peer closed; what is buffered is all there is
   };
   [[noreturn]] void lost(int peer, const char* what, int err);
   void read_control(int peer);
