@@ -7,11 +7,13 @@ Python never touches payload bytes.
 import itertools
 import os
 import secrets
+import time
 from collections import deque
 
 import numpy as np
 
 from . import _C
+from .errors import CommError
 from .ops import op_code
 from .store import Store, store_from_env
 from .topology import bind_address, choose_transport, host_id
@@ -67,9 +69,9 @@ class Communicator:
                          else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT))
         self._store = store
         self._owns_store = _owns_store
+        self._prefix = prefix = f"pycomm/{name if name is not None else next(_comm_ids)}"
         self._inflight = deque()
         self._native = None
-        prefix = f"pycomm/{name if name is not None else next(_comm_ids)}"
         boot_timeout = max(self._timeout, 60.0)
         try:
             hosts = [h.decode() for h in store.allgather(f"{prefix}/host", rank, size,
@@ -89,6 +91,7 @@ class Communicator:
                 return store.allgather(f"{prefix}/boot{next(steps)}", rank, size, data, boot_timeout)
 
             self._native = _C.Communicator(rank, size, kind, allgather, opts)
+            store.add(f"{prefix}/joined", 1)
         except BaseException:
             if _owns_store:
                 store.close()
@@ -173,6 +176,15 @@ class Communicator:
             self._native.close()
             self._inflight.clear()
         if self._owns_store and self._store is not None:
+            # The store may be served from this process: keep it up until every
+            # rank is through bootstrap (bounded: a dead rank never gets there).
+            deadline = time.monotonic() + min(self._timeout, 30.0)
+            try:
+                while (self._store.add(f"{self._prefix}/joined", 0) < self.size
+                       and time.monotonic() < deadline):
+                    time.sleep(0.005)
+            except CommError:
+                pass  # the store is gone already; nothing left to protect
             self._store.close()
             self._store = None
 

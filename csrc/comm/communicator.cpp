@@ -39,6 +39,7 @@ void Communicator::execute(Op& op) {
     }
   }
   try {
+    transport_->poll_abort();
     OpContext ctx(*transport_, stamp, Deadline::after(a.timeout_s), tuning_, scratch_);
     switch (a.coll) {
       case Coll::kAllreduce: allreduce(ctx, a.in, a.out, a.count); break;

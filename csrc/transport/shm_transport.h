@@ -37,6 +37,7 @@ class ShmTransport final : public Transport {
   void wait(const WaitItem* items, size_t n, const Deadline& deadline) override;
   void abort_peers(ErrorKind kind, const std::string& reason) override;
   void abort_self(ErrorKind kind, const std::string& reason) override;
+  void poll_abort() override { check_abort(); }
 
  private:
   struct Segment;  // one mapped segment (ours or a peer's)

@@ -258,10 +258,28 @@ TcpTransport::~TcpTransport() {
   for (int fd : ctl_fd_) if (fd >= 0) close(fd);
 }
 
+void TcpTransport::poll_abort() { read_pending_aborts(0); }
+
 void TcpTransport::lost(int peer, const char* what, int err) {
+  // A peer that gave up sends its reason on the control link before it
+  // closes: report that cause rather than the broken connection it led to.
+  read_pending_aborts(50);
   throw_error(ErrorKind::kPeerLost,
               strprintf("rank %d: connection to rank %d %s%s%s", rank_, peer, what,
                         err ? ": " : "", err ? strerror(err) : ""));
+}
+
+void TcpTransport::read_pending_aborts(int wait_ms) {
+  std::vector<pollfd> fds;
+  std::vector<int> who;
+  for (int p = 0; p < size_; ++p) {
+    if (ctl_fd_[p] < 0) continue;
+    fds.push_back({ctl_fd_[p], POLLIN, 0});
+    who.push_back(p);
+  }
+  if (!fds.empty() && poll(fds.data(), fds.size(), wait_ms) > 0)
+    for (size_t i = 0; i < fds.size(); ++i)
+      if (fds[i].revents & POLLIN) read_control(who[i]);
 }
 
 size_t TcpTransport::try_send(int peer, const void* data, size_t n, size_t) {

@@ -38,6 +38,7 @@ class TcpTransport final : public Transport {
   void wait(const WaitItem* items, size_t n, const Deadline& deadline) override;
   void abort_peers(ErrorKind kind, const std::string& reason) override;
   void abort_self(ErrorKind kind, const std::string& reason) override;
+  void poll_abort() override;
 
  private:
   struct Staging {
@@ -47,6 +48,7 @@ class TcpTransport final : public Transport {
   };
   [[noreturn]] void lost(int peer, const char* what, int err);
   void read_control(int peer);
+  void read_pending_aborts(int wait_ms);  // throws the first abort a peer sent
   void connect_mesh(const std::vector<std::string>& endpoints, int listen_fd);
 
   TcpOptions opts_;

@@ -72,6 +72,9 @@ class Transport {
   // Best effort: makes every peer's current and future waits throw `kind`
   // with `reason`. Used when this rank can no longer follow the protocol.
   virtual void abort_peers(ErrorKind kind, const std::string& reason) = 0;
+  // Throws if a peer has aborted (cheap; called as each op starts, so a rank
+  // that waited for nobody in its last op, like a broadcast root, still hears).
+  virtual void poll_abort() = 0;
   // Makes this rank's own current and future waits throw (from any thread).
   virtual void abort_self(ErrorKind kind, const std::string& reason) = 0;
 

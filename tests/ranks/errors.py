@@ -1,0 +1,116 @@
+"""Failure scenarios, one per argv[1]. Each rank checks it got the error it
+should; exit status 0 means every rank saw the right error."""
+import sys
+import time
+
+import numpy as np
+
+import pycomm
+from common import comm_from_env
+
+
+def expect(exc_type, fn, *must_mention):
+    try:
+        fn()
+    except exc_type as e:
+        for word in must_mention:
+            assert word in str(e), f"{exc_type.__name__} does not mention {word!r}: {e}"
+        return e
+    raise AssertionError(f"expected {exc_type.__name__}")
+
+
+def mismatch(comm):
+    # Rank 1 disagrees on the count: every rank must name ranks 0/1 or 1/2.
+    count = 12 if comm.rank == 1 else 10
+    e = expect(pycomm.MismatchError, lambda: comm.allreduce(np.ones(count, np.float32)), "rank 1")
+    assert "count" in str(e) or "x 12" in str(e), str(e)
+    # The communicator is unusable afterwards, and says why.
+    expect(pycomm.CommError, lambda: comm.allreduce(np.ones(10, np.float32)), "failed earlier")
+
+
+def mismatch_op(comm):
+    # Rank 0 broadcasts while rank 1 allreduces. Which rank notices first
+    # varies; every rank must raise a MismatchError naming the allreduce.
+    x = np.ones(1000, np.float32)
+    if comm.rank == 1:
+        expect(pycomm.MismatchError, lambda: comm.allreduce(x), "allreduce", "rank 0")
+        return
+    try:
+        comm.broadcast(x, root=0)
+    except pycomm.MismatchError as e:
+        assert "broadcast" in str(e) and "allreduce" in str(e), str(e)
+        return
+    # The broadcast root waits for nobody: it hears of the mismatch at its next call.
+    expect(pycomm.MismatchError, comm.barrier, "allreduce", "rank 1")
+
+
+def timeout(comm):
+    x = np.ones(4, np.float32)
+    if comm.rank == 1:
+        time.sleep(2.5)  # never joins in time
+        expect(pycomm.CommError, lambda: comm.allreduce(x, timeout=30), "rank 0")
+        return
+    t0 = time.monotonic()
+    expect(pycomm.TimeoutError, lambda: comm.allreduce(x, timeout=1.0), "rank 0", "rank 1")
+    took = time.monotonic() - t0
+    assert 0.9 < took < 2.0, f"timeout after {took:.2f} s, asked for 1 s"
+
+
+def bad_input(comm):
+    f32 = np.ones(8, np.float32)
+    ro = np.ones(8, np.float32)
+    ro.flags.writeable = False
+    cases = [  # (exception, callable, what it tests)
+        (TypeError, lambda: comm.allreduce([1.0, 2.0]), "a list"),
+        (TypeError, lambda: comm.allreduce(np.ones(4, np.complex64)), "complex dtype"),
+        (TypeError, lambda: comm.allreduce(np.ones(4, bool)), "bool dtype"),
+        (TypeError, lambda: comm.allreduce(np.ones(4, np.uint16)), "uint16 dtype"),
+        (ValueError, lambda: comm.allreduce(np.ones(16, np.float32)[::2]), "non-contiguous"),
+        (ValueError, lambda: comm.allreduce(np.ones((4, 4), np.float32, order="F")), "Fortran order"),
+        (ValueError, lambda: comm.allreduce(ro), "read-only in place"),
+        (ValueError, lambda: comm.allreduce(f32, out=ro), "read-only out"),
+        (ValueError, lambda: comm.allreduce(f32, out=np.empty(7, np.float32)), "out size"),
+        (TypeError, lambda: comm.allreduce(f32, out=np.empty(8, np.float64)), "out dtype"),
+        (ValueError, lambda: comm.allreduce(f32, op="bogus"), "unknown op"),
+        (TypeError, lambda: comm.allreduce(f32, op=[]), "op type"),
+        (ValueError, lambda: comm.allreduce(np.ones(4, np.int32), op="avg"), "avg on ints"),
+        (ValueError, lambda: comm.allreduce(f32, timeout=-1), "negative timeout"),
+        (ValueError, lambda: comm.allreduce(f32, timeout=0), "zero timeout"),
+        (TypeError, lambda: comm.allreduce(f32, timeout="1"), "timeout type"),
+        (ValueError, lambda: comm.reduce_scatter(np.ones(comm.size * 3 + 1, np.float32)), "rs size"),
+        (ValueError, lambda: comm.reduce_scatter(np.ones(comm.size * 3, np.float32),
+                                                 out=np.empty(4, np.float32)), "rs out size"),
+        (ValueError, lambda: comm.allgather(f32, out=np.empty(3, np.float32)), "ag out size"),
+        (TypeError, lambda: comm.allgather(f32, out=np.empty(8 * comm.size, np.int32)), "ag out dtype"),
+        (ValueError, lambda: comm.broadcast(f32, root=comm.size), "root out of range"),
+        (ValueError, lambda: comm.broadcast(f32, root=-1), "negative root"),
+        (TypeError, lambda: comm.broadcast(f32, root="0"), "root type"),
+        (ValueError, lambda: comm.broadcast(ro), "read-only broadcast"),
+    ]
+    for exc, fn, what in cases:
+        try:
+            fn()
+        except exc:
+            pass
+        except Exception as e:  # noqa: BLE001 - the point is to say which case broke
+            raise AssertionError(f"{what}: expected {exc.__name__}, got {type(e).__name__}: {e}")
+        else:
+            raise AssertionError(f"{what}: expected {exc.__name__}, nothing raised")
+    # Nothing was sent: the communicator still works.
+    x = np.full(5, comm.rank + 1, np.float32)
+    comm.allreduce(x)
+    assert np.all(x == comm.size * (comm.size + 1) / 2), x
+    comm.close()
+    expect(ValueError, lambda: comm.allreduce(f32), "closed")
+
+
+def main():
+    comm = comm_from_env(timeout=60)
+    globals()[sys.argv[1]](comm)
+    comm.close()
+    if comm.rank == 0:
+        print(f"{sys.argv[1]} ok")
+
+
+if __name__ == "__main__":
+    main()
