@@ -1,0 +1,42 @@
+"""A world of one rank needs no launcher; and nothing is left in /dev/shm."""
+import os
+
+import numpy as np
+import pytest
+
+import pycomm
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_world_of_one(tmp_path, transport):
+    store = pycomm.FileStore(str(tmp_path / "store"))
+    with pycomm.Communicator(0, 1, store, transport=transport, timeout=10) as comm:
+        assert (comm.rank, comm.size, comm.transport) == (0, 1, transport)
+        x = np.arange(10, dtype=np.float32)
+        assert comm.allreduce(x, op="avg") is x and np.array_equal(x, np.arange(10))
+        out = comm.allreduce(x, op=pycomm.ReduceOp.MAX, out=np.empty_like(x))
+        assert np.array_equal(out, x)
+        assert np.array_equal(comm.reduce_scatter(x), x)
+        assert np.array_equal(comm.allgather(x), x)
+        comm.broadcast(x)
+        comm.barrier()
+        comm.allreduce(x, async_op=True).wait()
+    store.close()
+
+
+def test_from_env_needs_rank_and_size(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match="RANK"):
+        pycomm.Communicator.from_env()
+
+
+def test_bad_transport(tmp_path):
+    with pytest.raises(ValueError, match="transport"):
+        pycomm.Communicator(0, 1, pycomm.FileStore(str(tmp_path)), transport="carrier-pigeon")
+
+
+def test_no_shared_memory_left_behind():
+    # Runs last in this file; segments are unlinked as soon as all peers map them.
+    leftovers = [f for f in os.listdir("/dev/shm") if f.startswith("pycomm")]
+    assert not leftovers, leftovers
