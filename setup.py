@@ -7,10 +7,11 @@ time, so the wheel runs on any x86-64 (no -march=native).
 import glob
 import os
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import setup
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# Compile the sources in parallel (PYCOMM_BUILD_JOBS=N; default: all cores).
+ParallelCompile("PYCOMM_BUILD_JOBS", default=0).install()
 
 
 def native_sources():

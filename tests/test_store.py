@@ -119,7 +119,10 @@ def test_server_picks_port_and_from_url(server):
     assert server.port > 0
     with TCPStore.from_url(f"tcp://127.0.0.1:{server.port}", is_server=False, timeout=5) as client:
         client.set("k", b"v")
+        assert client.local_address == "127.0.0.1"
     assert server.get("k", 1) == b"v"
+    with TCPStore("0.0.0.0", 0, is_server=True, timeout=5) as wildcard:
+        assert wildcard.local_address is None  # reached over loopback, which says nothing about routes
 
 
 def test_client_waits_for_late_server():
@@ -181,8 +184,11 @@ def test_bad_clients_do_not_hurt_server(server):
 
 def test_add_on_non_counter_is_an_error(server):
     server.set("text", b"abc")
-    with pytest.raises(CommError, match="not an integer"):
+    with pytest.raises(CommError, match="not a 64-bit integer"):
         server.add("text", 1)
+    server.add("big", 2**62)
+    with pytest.raises(CommError, match="not a 64-bit integer"):
+        server.add("big", 2**62)
     assert server.add("n", 1) == 1
 
 
@@ -208,12 +214,33 @@ def test_world_size_waits_for_all_ranks():
         TCPStore("127.0.0.1", 0, is_server=True, timeout=0.3, world_size=2)
 
 
-def test_close_stops_server_and_fails_clients():
-    server = TCPStore("127.0.0.1", 0, is_server=True, timeout=5)
+def test_close_serves_clients_until_they_leave(server):
+    server.set("last", b"word")
     client = TCPStore("127.0.0.1", server.port, is_server=False, timeout=5)
+    answers = []
+
+    def finish():  # a rank still on its way out of a final barrier when the server closes
+        time.sleep(0.2)
+        answers.append(client.get("last", 1))
+        client.close()
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    start = time.monotonic()
     server.close()
-    server.close()
+    assert time.monotonic() - start >= 0.15
+    assert answers == [b"word"]
+    thread.join()
     assert not any(t.name == "pycomm-store-server" and t.is_alive() for t in threading.enumerate())
+
+
+def test_close_gives_up_on_clients_that_stay():
+    server = TCPStore("127.0.0.1", 0, is_server=True, timeout=0.3)
+    client = TCPStore("127.0.0.1", server.port, is_server=False, timeout=5)
+    start = time.monotonic()
+    server.close()
+    server.close()
+    assert time.monotonic() - start < 3
     with pytest.raises(CommError):
         client.get("k", 1)
     client.close()
