@@ -4,16 +4,15 @@ Rank, size and rendezvous come from whoever launched the job (a Store);
 the data path is native (shared memory on one host, TCP across hosts) and
 Python never touches payload bytes.
 """
+import atexit
 import itertools
 import os
 import secrets
-import time
 from collections import deque
 
 import numpy as np
 
 from . import _C
-from .errors import CommError
 from .ops import op_code
 from .store import Store, store_from_env
 from .topology import bind_address, choose_transport, host_id
@@ -40,6 +39,21 @@ def _check_timeout(timeout):
     return float(timeout)
 
 
+_env_stores = {}
+
+
+def _env_store(rank, size, timeout):
+    # One store per process and environment: rank 0 serves it on MASTER_PORT,
+    # which a second server could not bind. Closed at exit, after which the
+    # server lingers until the other ranks hang up.
+    key = (rank, size, os.environ.get("PYCOMM_STORE"), os.environ.get("MASTER_ADDR"),
+           os.environ.get("MASTER_PORT"))
+    if key not in _env_stores:
+        _env_stores[key] = store = store_from_env(rank, size, timeout)
+        atexit.register(store.close)
+    return _env_stores[key]
+
+
 def _flat_empty(like, count):
     """A new 1-D buffer of `count` elements of like's dtype and kind."""
     if hasattr(like, "new_empty"):  # torch.Tensor, without importing torch
@@ -62,40 +76,33 @@ class Communicator:
     """
 
     def __init__(self, rank: int, size: int, store: Store, *, transport=None, timeout=None,
-                 name=None, options=None, _owns_store=False):
+                 name=None, options=None):
         if not isinstance(rank, int) or not isinstance(size, int) or size < 1 or not 0 <= rank < size:
             raise ValueError(f"need 0 <= rank < size, got rank={rank!r}, size={size!r}")
         self._timeout = (_check_timeout(timeout) if timeout is not None
                          else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT))
         self._store = store
-        self._owns_store = _owns_store
-        self._prefix = prefix = f"pycomm/{name if name is not None else next(_comm_ids)}"
+        prefix = f"pycomm/{name if name is not None else next(_comm_ids)}"
         self._inflight = deque()
         self._native = None
         boot_timeout = max(self._timeout, 60.0)
-        try:
-            hosts = [h.decode() for h in store.allgather(f"{prefix}/host", rank, size,
-                                                         host_id().encode(), boot_timeout)]
-            kind = choose_transport(transport, hosts)
-            opts = dict(options or {})
-            opts.setdefault("connect_timeout", boot_timeout)
-            opts.setdefault("local_ranks", hosts.count(hosts[rank]))
-            if kind == "tcp":
-                if rank == 0:
-                    store.set(f"{prefix}/token", secrets.token_bytes(32))
-                opts["token"] = store.get(f"{prefix}/token", boot_timeout)
-                opts.setdefault("bind_addr", bind_address(store, hosts))
-            steps = itertools.count()
+        hosts = [h.decode() for h in store.allgather(f"{prefix}/host", rank, size,
+                                                     host_id().encode(), boot_timeout)]
+        kind = choose_transport(transport, hosts)
+        opts = dict(options or {})
+        opts.setdefault("connect_timeout", boot_timeout)
+        opts.setdefault("local_ranks", hosts.count(hosts[rank]))
+        if kind == "tcp":
+            if rank == 0:
+                store.set(f"{prefix}/token", secrets.token_bytes(32))
+            opts["token"] = store.get(f"{prefix}/token", boot_timeout)
+            opts.setdefault("bind_addr", bind_address(store, hosts))
+        steps = itertools.count()
 
-            def allgather(data: bytes):
-                return store.allgather(f"{prefix}/boot{next(steps)}", rank, size, data, boot_timeout)
+        def allgather(data: bytes):
+            return store.allgather(f"{prefix}/boot{next(steps)}", rank, size, data, boot_timeout)
 
-            self._native = _C.Communicator(rank, size, kind, allgather, opts)
-            store.add(f"{prefix}/joined", 1)
-        except BaseException:
-            if _owns_store:
-                store.close()
-            raise
+        self._native = _C.Communicator(rank, size, kind, allgather, opts)
         self.rank = rank
         self.size = size
         self.transport = kind
@@ -103,15 +110,15 @@ class Communicator:
     @classmethod
     def from_env(cls, *, timeout=None, **kwargs):
         """Rank and rendezvous from the environment pycomm.launch and torchrun set:
-        RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (or PYCOMM_STORE=file:///dir | tcp://host:port)."""
+        RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (or PYCOMM_STORE=file:///dir | tcp://host:port).
+        Communicators made this way in one process share one store."""
         missing = [v for v in ("RANK", "WORLD_SIZE") if v not in os.environ]
         if missing:
             raise ValueError(f"Communicator.from_env needs {' and '.join(missing)} in the environment "
                              "(start the program with python -m pycomm.launch or torchrun)")
         rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         t = timeout if timeout is not None else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT)
-        store = store_from_env(rank, size, max(t, 60.0))
-        return cls(rank, size, store, timeout=timeout, _owns_store=True, **kwargs)
+        return cls(rank, size, _env_store(rank, size, max(t, 60.0)), timeout=timeout, **kwargs)
 
     # -- collectives -------------------------------------------------------
 
@@ -175,18 +182,6 @@ class Communicator:
         if self._native is not None:
             self._native.close()
             self._inflight.clear()
-        if self._owns_store and self._store is not None:
-            # The store may be served from this process: keep it up until every
-            # rank is through bootstrap (bounded: a dead rank never gets there).
-            deadline = time.monotonic() + min(self._timeout, 30.0)
-            try:
-                while (self._store.add(f"{self._prefix}/joined", 0) < self.size
-                       and time.monotonic() < deadline):
-                    time.sleep(0.005)
-            except CommError:
-                pass  # the store is gone already; nothing left to protect
-            self._store.close()
-            self._store = None
 
     def __enter__(self):
         return self
