@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "collectives.h"
+#include "../kernels/reduce.h"
 
 namespace pycomm {
 
@@ -12,7 +13,7 @@ void allgather(OpContext& ctx, const void* in, void* out_, size_t count) {
   const int n = ctx.size(), r = ctx.rank();
   const size_t bytes = count * ctx.elem();
   uint8_t* own = out + r * bytes;
-  if (in != own) std::memcpy(own, in, bytes);
+  if (in != own) kernels::copy(own, in, bytes);
   if (n == 1) return;
   if (bytes > ctx.tuning.direct_max_bytes) return ring_allgather(ctx, out, Chunks{n * count, n});
   std::vector<SendSpec> sends;

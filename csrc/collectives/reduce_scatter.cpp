@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "collectives.h"
+#include "../kernels/reduce.h"
 
 namespace pycomm {
 
@@ -14,13 +15,13 @@ void reduce_scatter(OpContext& ctx, const void* in_, void* out_, size_t count) {
   const int n = ctx.size(), r = ctx.rank();
   const size_t bytes = count * ctx.elem();
   if (n == 1) {
-    if (out != in) std::memcpy(out, in, bytes);
+    if (out != in) kernels::copy(out, in, bytes);
     finish_avg(ctx, out, count);
     return;
   }
   if (bytes <= ctx.tuning.direct_max_bytes) {
     uint8_t* gathered = ctx.scratch.get(n * bytes);
-    std::memcpy(gathered + r * bytes, in + r * bytes, bytes);
+    kernels::copy(gathered + r * bytes, in + r * bytes, bytes);
     std::vector<SendSpec> sends;
     std::vector<RecvSpec> recvs;
     std::vector<const uint8_t*> srcs(n);

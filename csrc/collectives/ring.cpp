@@ -38,7 +38,7 @@ void finish_avg(OpContext& ctx, uint8_t* buf, size_t count) {
 void reduce_in_rank_order(OpContext& ctx, const uint8_t* const* srcs, uint8_t* out, size_t count) {
   const int n = ctx.size();
   if (n == 1) {
-    if (out != srcs[0]) std::memcpy(out, srcs[0], count * ctx.elem());
+    if (out != srcs[0]) kernels::copy(out, srcs[0], count * ctx.elem());
   } else {  // out must not alias srcs[2..]: it is written before they are read
     kernels::reduce(out, srcs[0], srcs[1], count, ctx.stamp.dtype, ctx.stamp.op);
     for (int p = 2; p < n; ++p) kernels::reduce(out, out, srcs[p], count, ctx.stamp.dtype, ctx.stamp.op);

@@ -108,6 +108,10 @@ void reduce(void* dst, const void* a, const void* b, size_t count, DType dtype, 
   table()->reduce[t][o](dst, a, b, count);
 }
 
+void copy(void* dst, const void* src, size_t bytes) {
+  if (bytes) table()->copy(dst, src, bytes);
+}
+
 // Integer dtypes are a no-op: callers only ever divide floating types (avg).
 void divide(void* dst, size_t count, DType dtype, double divisor) {
   const auto t = static_cast<unsigned>(dtype);

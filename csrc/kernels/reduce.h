@@ -17,6 +17,9 @@ enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 // back to nearest-even once per element.
 void reduce(void* dst, const void* a, const void* b, size_t count, DType dtype, RedOp op);
 
+// memcpy for the data path: as fast at every alignment (glibc's is not on AMD Zen).
+void copy(void* dst, const void* src, size_t bytes);
+
 // dst[i] = dst[i] / divisor, floating types only (float32 math for half types).
 void divide(void* dst, size_t count, DType dtype, double divisor);
 

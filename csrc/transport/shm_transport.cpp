@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "../kernels/reduce.h"
 #include "futex.h"
 
 namespace pycomm {
@@ -193,8 +194,8 @@ size_t ShmTransport::try_send(int peer, const void* data, size_t n, size_t granu
   size_t off = head % opts_.ring_bytes;
   size_t first = std::min(take, opts_.ring_bytes - off);
   uint8_t* ring = s.ring(rank_);
-  std::memcpy(ring + off, data, first);
-  if (take > first) std::memcpy(ring, static_cast<const uint8_t*>(data) + first, take - first);
+  kernels::copy(ring + off, data, first);
+  if (take > first) kernels::copy(ring, static_cast<const uint8_t*>(data) + first, take - first);
   send_head_[peer] = head + take;
   s.ctl(rank_)->head.store(head + take, std::memory_order_release);
   ring_bell(peer);

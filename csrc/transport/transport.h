@@ -15,6 +15,7 @@
 
 #include "../common/deadline.h"
 #include "../common/error.h"
+#include "../kernels/reduce.h"
 
 namespace pycomm {
 
@@ -56,7 +57,7 @@ class Transport {
     Span s = peek(peer);
     size_t take = s.size < n ? s.size - s.size % granule : n;
     if (take == 0) return 0;
-    std::memcpy(dst, s.data, take);
+    kernels::copy(dst, s.data, take);
     consume(peer, take);
     return take;
   }

@@ -1,0 +1,196 @@
+"""The libraries the benchmark runs, behind one small interface.
+
+    backend.unsupported(op, dtype, redop) -> reason or None
+    backend.setup(); backend.run(op, sendbuf, recvbuf, redop); backend.teardown()
+
+Buffers are numpy arrays (bfloat16 as its uint16 bits) turned into what the
+library takes by `wrap`, once per size. allreduce and broadcast run in place on
+recvbuf (torch.distributed has no other form); reduce_scatter and allgather go
+from sendbuf to recvbuf.
+"""
+import importlib.util
+from datetime import timedelta
+
+import numpy as np
+
+OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast")
+
+
+def _torch_tensor(array, dtype):
+    import torch
+
+    t = torch.from_numpy(array)
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+class Backend:
+    name = "?"
+    transport = "?"   # what carries the bytes, as far as we know
+    version = "?"
+
+    def __init__(self, world, transport=None):
+        self.world = world
+        self.rank, self.size = world.rank, world.size
+
+    def unsupported(self, op, dtype, redop):
+        return None
+
+    def setup(self):
+        pass
+
+    def teardown(self):
+        pass
+
+    def wrap(self, array, dtype):
+        return array
+
+    def run(self, op, sendbuf, recvbuf, redop):
+        raise NotImplementedError
+
+    def barrier(self):
+        raise NotImplementedError
+
+    def allreduce_array(self, values, redop):
+        """A copy of the small float64/int64 array `values` reduced over ranks (bookkeeping:
+        timings, error counts, hashes), through this library's own allreduce."""
+        out = np.array(values)
+        self.run("allreduce", None, self.wrap(out, str(out.dtype)), redop)
+        return out
+
+
+class PycommBackend(Backend):
+    name = "pycomm"
+
+    def __init__(self, world, transport=None):
+        super().__init__(world)
+        self.requested_transport = transport
+
+    def unsupported(self, op, dtype, redop):
+        if dtype == "bfloat16" and importlib.util.find_spec("torch") is None:
+            return "bfloat16 buffers need torch (pycomm takes them via DLPack)"
+        return None
+
+    def setup(self):
+        import pycomm
+
+        self.comm = pycomm.Communicator(self.rank, self.size, self.world.store,
+                                        transport=self.requested_transport, name="bench")
+        self.transport = self.comm.transport
+        self.version = pycomm.__version__
+
+    def wrap(self, array, dtype):
+        return _torch_tensor(array, dtype) if dtype == "bfloat16" else array
+
+    def run(self, op, sendbuf, recvbuf, redop):
+        if op == "allreduce":
+            self.comm.allreduce(recvbuf, op=redop)
+        elif op == "reduce_scatter":
+            self.comm.reduce_scatter(sendbuf, op=redop, out=recvbuf)
+        elif op == "allgather":
+            self.comm.allgather(sendbuf, out=recvbuf)
+        else:
+            self.comm.broadcast(recvbuf, root=0)
+
+    def barrier(self):
+        self.comm.barrier()
+
+    def teardown(self):
+        self.comm.close()
+
+
+class MpiBackend(Backend):
+    """Open MPI (or whatever mpi4py was built with) on numpy buffers."""
+    name = "mpi"
+
+    def unsupported(self, op, dtype, redop):
+        if importlib.util.find_spec("mpi4py") is None:
+            return "mpi4py is not installed"
+        if not self.world.mpi:
+            return "the ranks were not started by mpirun"
+        if dtype == "bfloat16":
+            return "MPI has no bfloat16 type"
+        if redop == "avg":
+            return "MPI has no average reduction"
+        return None
+
+    def setup(self):
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD.Dup()
+        self.ops = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
+        self.transport = "its own transports"  # Open MPI picks shared memory on one host itself
+        self.version = MPI.Get_library_version().split(",")[0].strip()
+
+    def run(self, op, sendbuf, recvbuf, redop):
+        if op == "allreduce":
+            self.comm.Allreduce(self.MPI.IN_PLACE, recvbuf, op=self.ops[redop])
+        elif op == "reduce_scatter":
+            self.comm.Reduce_scatter_block(sendbuf, recvbuf, op=self.ops[redop])
+        elif op == "allgather":
+            self.comm.Allgather(sendbuf, recvbuf)
+        else:
+            self.comm.Bcast(recvbuf, root=0)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def teardown(self):
+        self.comm.Free()
+
+
+class GlooBackend(Backend):
+    """torch.distributed's gloo backend, on tensors sharing the numpy buffers' memory."""
+    name = "gloo"
+
+    def unsupported(self, op, dtype, redop):
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed"
+        return None
+
+    def setup(self):
+        import torch
+        import torch.distributed as dist
+
+        self.dist = dist
+        w = self.world
+        timeout = timedelta(seconds=w.timeout)
+        # A store of its own on a fresh port: MASTER_PORT belongs to pycomm's store.
+        if w.rank == 0:
+            self.store = dist.TCPStore(w.host, 0, w.size, True, timeout, wait_for_workers=False)
+            w.share(str(self.store.port).encode())
+        else:
+            self.store = dist.TCPStore(w.host, int(w.share()), w.size, False, timeout)
+        dist.init_process_group("gloo", store=self.store, rank=w.rank, world_size=w.size, timeout=timeout)
+        R = dist.ReduceOp
+        self.ops = {"sum": R.SUM, "prod": R.PRODUCT, "min": R.MIN, "max": R.MAX, "avg": R.AVG}
+        # torch 2.13 renamed the tensor forms (the old names warn); older torch has only those.
+        self.reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        self.allgather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        self.transport = "tcp"  # gloo has no shared-memory transport
+        self.version = f"torch {torch.__version__}"
+
+    def wrap(self, array, dtype):
+        return _torch_tensor(array, dtype)
+
+    def run(self, op, sendbuf, recvbuf, redop):
+        if op == "allreduce":
+            self.dist.all_reduce(recvbuf, op=self.ops[redop])
+        elif op == "reduce_scatter":
+            self.reduce_scatter(recvbuf, sendbuf, op=self.ops[redop])
+        elif op == "allgather":
+            self.allgather(recvbuf, sendbuf)
+        else:
+            self.dist.broadcast(recvbuf, src=0)
+
+    def barrier(self):
+        self.dist.barrier()
+
+    def teardown(self):
+        self.dist.destroy_process_group()
+        self.world.barrier()  # rank 0's store serves the others until all have left the group
+        del self.store
+
+
+BACKENDS = {b.name: b for b in (PycommBackend, MpiBackend, GlooBackend)}
+LIBRARIES = tuple(BACKENDS)

@@ -1,0 +1,96 @@
+"""The nccl-tests style table (one row per size, compared libraries side by side) and JSON."""
+import json
+
+# (title, unit, width) of the primary library's columns; compared libraries get COMPARE_COLS.
+PRIMARY_COLS = [("size", "(B)", 12), ("count", "(elements)", 12), ("type", "", 9), ("redop", "", 6),
+                ("time", "(us)", 9), ("algbw", "(GB/s)", 7), ("busbw", "(GB/s)", 7), ("#wrong", "", 7),
+                ("p99", "(us)", 9)]
+COMPARE_COLS = [("time", "(us)", 9), ("busbw", "(GB/s)", 7), ("ratio", "(x)", 7)]
+SEP = " |"
+
+
+def fmt_time(us):
+    # nccl-tests' precision: more digits for shorter times.
+    return f"{us:.0f}" if us >= 10000 else f"{us:.1f}" if us >= 100 else f"{us:.2f}"
+
+
+def fmt_wrong(wrong):
+    return "N/A" if wrong is None else str(wrong)
+
+
+def _line(cells, cols):
+    return "".join(f" {c:>{w - 1}}" for c, (_, _, w) in zip(cells, cols))  # a space even when a cell overflows
+
+
+def _blank(cols):
+    return " " * sum(w for _, _, w in cols)
+
+
+def table(rows, primary, others=()):
+    """Lines of the table: `primary`'s columns, then time, busbw and ratio
+    (primary's busbw / theirs, i.e. its speedup) for each library in `others`."""
+    by_lib = {}
+    for r in rows:
+        by_lib.setdefault(r["library"], {})[r["bytes"]] = r
+    mine = by_lib.get(primary, {})
+    others = [o for o in others if o in by_lib]
+
+    def label(lib, cols):
+        return f"{lib:^{sum(w for _, _, w in cols)}}"
+
+    groups = [label(primary, PRIMARY_COLS)] if mine else []
+    groups += [label(o, COMPARE_COLS) for o in others]
+    titles = [_line([t for t, _, _ in PRIMARY_COLS], PRIMARY_COLS)]
+    units = [_line([u for _, u, _ in PRIMARY_COLS], PRIMARY_COLS)]
+    for _ in others:
+        titles.append(_line([t for t, _, _ in COMPARE_COLS], COMPARE_COLS))
+        units.append(_line([u for _, u, _ in COMPARE_COLS], COMPARE_COLS))
+    lines = [("#" + SEP.join(groups)[1:]).rstrip(), "#" + SEP.join(titles)[1:], "#" + SEP.join(units)[1:]]
+
+    sizes = sorted({b for lib in [primary, *others] for b in by_lib.get(lib, {})})
+    for size in sizes:
+        r = mine.get(size)
+        cells = [_line([r["bytes"], r["count"], r["dtype"], r["redop"], fmt_time(r["time_us"]),
+                        f"{r['algbw_GBps']:.2f}", f"{r['busbw_GBps']:.2f}", fmt_wrong(r["wrong"]),
+                        fmt_time(r["p99_us"])], PRIMARY_COLS) if r else _blank(PRIMARY_COLS)]
+        for o in others:
+            x = by_lib[o].get(size)
+            if x is None:
+                cells.append(_line(["-", "-", "-"], COMPARE_COLS))
+                continue
+            ratio = f"{x['time_us'] / r['time_us']:.2f}" if r else "-"  # = busbw ratio
+            cells.append(_line([fmt_time(x["time_us"]), f"{x['busbw_GBps']:.2f}", ratio], COMPARE_COLS))
+        lines.append(SEP.join(cells))
+    return lines
+
+
+def versions(rows, libraries):
+    """'pycomm 0.1.0 over shm, ...': what each library was and what carried its bytes."""
+    seen = {}
+    for r in rows:
+        seen.setdefault(r["library"], f"{r['library']} {r['version']} over {r['transport']}")
+    return ", ".join(seen[lib] for lib in libraries if lib in seen)
+
+
+def summary(rows, libraries, checked):
+    """nccl-tests' closing lines, per library."""
+    lines = []
+    present = [lib for lib in libraries if any(r["library"] == lib for r in rows)]
+    if checked:
+        parts = []
+        for lib in present:
+            wrong = sum(r["wrong"] or 0 for r in rows if r["library"] == lib)
+            parts.append(f"{lib} {wrong} {'OK' if wrong == 0 else 'FAILED'}")
+        lines.append("# Out of bounds values : " + ", ".join(parts))
+    parts = []
+    for lib in present:
+        bw = [r["busbw_GBps"] for r in rows if r["library"] == lib]
+        parts.append(f"{lib} {sum(bw) / len(bw):.3f}")
+    lines.append("# Avg bus bandwidth    : " + ", ".join(parts) + " GB/s")
+    return lines
+
+
+def write_json(path, rows):
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+        f.write("\n")
