@@ -39,6 +39,23 @@ def _check_timeout(timeout):
     return float(timeout)
 
 
+# Expert knobs of the native core, for benchmarking and unusual machines.
+_TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "slice_bytes",
+                "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us"}
+
+
+def _env_tuning():
+    opts = {}
+    for var, key in _TUNING_VARS.items():
+        value = os.environ.get(var)
+        if value:
+            try:
+                opts[key] = int(value)
+            except ValueError:
+                raise ValueError(f"{var} must be an integer, got {value!r}") from None
+    return opts
+
+
 _env_stores = {}
 
 
@@ -89,7 +106,7 @@ class Communicator:
         hosts = [h.decode() for h in store.allgather(f"{prefix}/host", rank, size,
                                                      host_id().encode(), boot_timeout)]
         kind = choose_transport(transport, hosts)
-        opts = dict(options or {})
+        opts = {**_env_tuning(), **(options or {})}
         opts.setdefault("connect_timeout", boot_timeout)
         opts.setdefault("local_ranks", hosts.count(hosts[rank]))
         if kind == "tcp":

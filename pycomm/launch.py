@@ -90,6 +90,11 @@ def launch(nprocs, argv, env=None, timeout=None, prefix=True, master_addr="127.0
     base = dict(os.environ if env is None else env)
     # Rendezvous must go through the MASTER_* we set here, not a torchrun agent we may be running under.
     base.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+    if nprocs > 1:
+        # Like torchrun: one math thread per rank. Idle OpenBLAS/OpenMP threads
+        # spin, and N ranks x N threads on N cores starve the ranks themselves.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            base.setdefault(var, "1")
     if prefix:
         base.setdefault("PYTHONUNBUFFERED", "1")  # else a rank's output reaches its pipe only on exit
     port = master_port or _free_port(master_addr)

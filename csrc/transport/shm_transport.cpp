@@ -56,9 +56,9 @@ std::string random_name(int rank) {
   return s + "-r" + std::to_string(rank);
 }
 
-int cpus_available() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+// The host's CPUs, not this process's affinity: ranks pinned one per core
+// (mpirun --bind-to core) are not oversubscribed.
+int cpus_online() {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<int>(n) : 1;
 }
@@ -99,7 +99,7 @@ ShmTransport::ShmTransport(int rank, int size, const BootstrapAllgather& allgath
   if (opts_.ring_bytes < 4096 || opts_.ring_bytes % kAlign)
     throw_error(ErrorKind::kValue, "shm ring size must be a multiple of 64 bytes, >= 4096");
   int local = opts_.local_ranks > 0 ? opts_.local_ranks : size;
-  spin_us_ = opts_.spin_us >= 0 ? opts_.spin_us : (local > cpus_available() ? 0 : 50);
+  spin_us_ = opts_.spin_us >= 0 ? opts_.spin_us : (local > cpus_online() ? 0 : 50);
 
   // Create ours: exclusive, 0600, locked for as long as we live.
   auto own = std::make_unique<Segment>();
@@ -258,19 +258,18 @@ void ShmTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
     }
     return false;
   };
+  // Spin first: a futex sleep and wake costs several microseconds. Yield now
+  // and then, because the peer we wait for may share our CPU (the scheduler
+  // does put two ranks on one core at times) and could not run otherwise.
   using Clock = std::chrono::steady_clock;
-  if (spin_us_ > 0) {
-    auto until = Clock::now() + std::chrono::microseconds(spin_us_);
-    do {
-      for (int i = 0; i < 64; ++i) {
-        if (ready()) return;
-        cpu_relax();
-      }
-    } while (Clock::now() < until);
-  } else {
-    if (ready()) return;
-    sched_yield();  // oversubscribed: let the peer we wait for run
-  }
+  auto until = Clock::now() + std::chrono::microseconds(spin_us_);
+  do {
+    for (int i = 0; i < 256; ++i) {
+      if (ready()) return;
+      cpu_relax();
+    }
+    sched_yield();
+  } while (Clock::now() < until);
   Header* h = segs_[rank_]->header();
   for (;;) {
     h->sleeping.store(1, std::memory_order_seq_cst);

@@ -19,7 +19,7 @@ namespace pycomm {
 
 struct ShmOptions {
   size_t ring_bytes = 1 << 20;  // per incoming peer; a multiple of 64
-  int spin_us = -1;             // -1: 50 us, or 0 when ranks outnumber CPUs
+  int spin_us = -1;             // -1: 50 us, or 0 when ranks outnumber the host's CPUs
   int local_ranks = 0;          // ranks sharing this host's CPUs (for spin_us = -1)
 };
 
