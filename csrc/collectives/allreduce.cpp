@@ -2,33 +2,10 @@
 // rank sends its vector to every peer and reduces all of them in rank order),
 // else the ring, reduce-scatter then allgather (bandwidth: 2(n-1)/n of the
 // payload per link).
-#include <cstring>
-#include <vector>
-
 #include "collectives.h"
 #include "../kernels/reduce.h"
 
 namespace pycomm {
-namespace {
-
-void direct_allreduce(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t bytes) {
-  const int n = ctx.size(), r = ctx.rank();
-  uint8_t* gathered = ctx.scratch.get(n * bytes);
-  kernels::copy(gathered + r * bytes, in, bytes);  // a copy: out may alias in
-  std::vector<SendSpec> sends;
-  std::vector<RecvSpec> recvs;
-  std::vector<const uint8_t*> srcs(n);
-  for (int p = 0; p < n; ++p) {
-    srcs[p] = gathered + p * bytes;
-    if (p == r) continue;
-    sends.push_back({p, in, bytes});
-    recvs.push_back({p, bytes, Sink{gathered + p * bytes}});
-  }
-  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
-  reduce_in_rank_order(ctx, srcs.data(), out, bytes / ctx.elem());
-}
-
-}  // namespace
 
 void allreduce(OpContext& ctx, const void* in_, void* out_, size_t count) {
   auto* in = static_cast<const uint8_t*>(in_);
@@ -39,7 +16,8 @@ void allreduce(OpContext& ctx, const void* in_, void* out_, size_t count) {
     finish_avg(ctx, out, count);
     return;
   }
-  if (bytes <= ctx.tuning.direct_max_bytes) return direct_allreduce(ctx, in, out, bytes);
+  if (bytes <= ctx.tuning.direct_max_bytes)
+    return direct_reduce(ctx, [in](int) { return in; }, out, count);
   Chunks chunks{count, ctx.size()};
   ring_reduce_scatter(ctx, in, chunks, [&](int, int c) { return out + chunks.offset(c) * es; });
   int mine = ctx.rank();

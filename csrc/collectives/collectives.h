@@ -45,9 +45,12 @@ void ring_reduce_scatter(OpContext& ctx, const uint8_t* in, const Chunks& chunks
 // ring_allgather: buf holds chunk `rank`; afterwards it holds every chunk.
 void ring_allgather(OpContext& ctx, uint8_t* buf, const Chunks& chunks);
 
-// out = srcs[0] op srcs[1] op ... op srcs[size-1], in rank order, so every rank
-// computes the same bits (the direct algorithms). Includes the avg division.
-void reduce_in_rank_order(OpContext& ctx, const uint8_t* const* srcs, uint8_t* out, size_t count);
+// The direct (one-step) reduction: every peer p is sent block_for(p) (count
+// elements), this rank receives its block from every peer, and reduces them
+// all in rank order (with the avg division), so every rank computes the same
+// bits. out may alias this rank's own block.
+using BlockFor = std::function<const uint8_t*(int peer)>;
+void direct_reduce(OpContext& ctx, const BlockFor& block_for, uint8_t* out, size_t count);
 // For op avg: the final division by the world size, done once by the owner.
 void finish_avg(OpContext& ctx, uint8_t* buf, size_t count);
 

@@ -1,6 +1,9 @@
 // Ring phases: each step every rank sends one chunk to rank+1 while it
 // receives one from rank-1, so every link carries (n-1)/n of the data once
-// per phase, the bandwidth-optimal schedule of Patarasuk & Yuan.
+// per phase, the bandwidth-optimal schedule of Patarasuk & Yuan. Also the
+// direct reduction the small-payload paths share.
+#include <vector>
+
 #include "collectives.h"
 #include "../kernels/reduce.h"
 
@@ -35,13 +38,25 @@ void finish_avg(OpContext& ctx, uint8_t* buf, size_t count) {
   if (ctx.stamp.op == RedOp::kAvg) kernels::divide(buf, count, ctx.stamp.dtype, ctx.size());
 }
 
-void reduce_in_rank_order(OpContext& ctx, const uint8_t* const* srcs, uint8_t* out, size_t count) {
-  const int n = ctx.size();
+void direct_reduce(OpContext& ctx, const BlockFor& block_for, uint8_t* out, size_t count) {
+  const int n = ctx.size(), r = ctx.rank();
+  const size_t bytes = count * ctx.elem();
+  uint8_t* gathered = ctx.scratch.get(n * bytes);
+  kernels::copy(gathered + r * bytes, block_for(r), bytes);  // a copy: out may alias it
+  std::vector<SendSpec> sends;
+  std::vector<RecvSpec> recvs;
+  for (int p = 0; p < n; ++p) {
+    if (p == r) continue;
+    sends.push_back({p, block_for(p), bytes});
+    recvs.push_back({p, bytes, Sink{gathered + p * bytes}});
+  }
+  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
   if (n == 1) {
-    if (out != srcs[0]) kernels::copy(out, srcs[0], count * ctx.elem());
-  } else {  // out must not alias srcs[2..]: it is written before they are read
-    kernels::reduce(out, srcs[0], srcs[1], count, ctx.stamp.dtype, ctx.stamp.op);
-    for (int p = 2; p < n; ++p) kernels::reduce(out, out, srcs[p], count, ctx.stamp.dtype, ctx.stamp.op);
+    kernels::copy(out, gathered, bytes);
+  } else {
+    kernels::reduce(out, gathered, gathered + bytes, count, ctx.stamp.dtype, ctx.stamp.op);
+    for (int p = 2; p < n; ++p)
+      kernels::reduce(out, out, gathered + p * bytes, count, ctx.stamp.dtype, ctx.stamp.op);
   }
   finish_avg(ctx, out, count);
 }

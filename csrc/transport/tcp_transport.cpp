@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 namespace pycomm {
 namespace {
@@ -67,10 +68,11 @@ void set_io_timeout(int fd, double seconds) {
 }
 
 // Blocking exact read/write under the socket's SO_RCVTIMEO/SO_SNDTIMEO.
-bool read_exact(int fd, void* p, size_t n) {
-  auto* b = static_cast<uint8_t*>(p);
+template <class Buf, class Io>
+bool transfer_exact(Buf* p, size_t n, Io io) {
+  auto* b = reinterpret_cast<std::conditional_t<std::is_const_v<Buf>, const uint8_t, uint8_t>*>(p);
   while (n) {
-    ssize_t r = recv(fd, b, n, 0);
+    ssize_t r = io(b, n);
     if (r <= 0) {
       if (r < 0 && errno == EINTR) continue;
       return false;
@@ -81,18 +83,12 @@ bool read_exact(int fd, void* p, size_t n) {
   return true;
 }
 
+bool read_exact(int fd, void* p, size_t n) {
+  return transfer_exact(p, n, [fd](uint8_t* b, size_t k) { return recv(fd, b, k, 0); });
+}
+
 bool write_exact(int fd, const void* p, size_t n) {
-  auto* b = static_cast<const uint8_t*>(p);
-  while (n) {
-    ssize_t r = send(fd, b, n, MSG_NOSIGNAL);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      return false;
-    }
-    b += r;
-    n -= r;
-  }
-  return true;
+  return transfer_exact(p, n, [fd](const uint8_t* b, size_t k) { return send(fd, b, k, MSG_NOSIGNAL); });
 }
 
 addrinfo* resolve(const std::string& host, const std::string& port, bool passive) {
