@@ -83,6 +83,8 @@ class PyComm {
       to.token = option<std::string>(opts, "token", to.token);
       to.sock_buf_bytes = option<int>(opts, "sock_buf_bytes", to.sock_buf_bytes);
       to.connect_timeout = option<double>(opts, "connect_timeout", to.connect_timeout);
+      to.spin_us = option<int>(opts, "spin_us", to.spin_us);
+      to.local_ranks = option<int>(opts, "local_ranks", to.local_ranks);
       py::gil_scoped_release nogil;
       tr = std::make_unique<TcpTransport>(rank, size, allgather, to);
     } else {

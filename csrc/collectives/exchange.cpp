@@ -20,6 +20,7 @@ struct Frame {
   uint8_t reserved[24];
 };
 static_assert(sizeof(Frame) == 64, "frames keep shm messages 64-byte aligned");
+constexpr size_t kInlineBytes = 1024;  // payloads this small are sent with their frame
 
 Frame make_frame(const OpStamp& s, int src, size_t payload) {
   Frame f{};
@@ -85,15 +86,26 @@ void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
 
 bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
   bool moved = false;
-  if (!s.framed) {
-    Frame f = make_frame(stamp, rank(), s.bytes);
-    if (tr.try_send(s.peer, &f, sizeof(f), sizeof(f)) != sizeof(f)) {
-      waits.push_back({s.peer, true, sizeof(f)});
-      return false;
-    }
-    s.framed = moved = true;
-  }
   size_t limit = s.ready ? std::min(*s.ready, s.bytes) : s.bytes;
+  if (s.frame_sent < sizeof(Frame)) {
+    // The frame goes whole into shared memory; a socket may take part of it.
+    // A small payload rides in the same call: one segment on the wire, not two.
+    uint8_t buf[sizeof(Frame) + kInlineBytes];
+    Frame f = make_frame(stamp, rank(), s.bytes);
+    std::memcpy(buf, &f, sizeof(f));
+    size_t inline_bytes = s.frame_sent == 0 && limit == s.bytes && s.bytes <= kInlineBytes ? s.bytes : 0;
+    if (inline_bytes) std::memcpy(buf + sizeof(f), s.data, inline_bytes);
+    size_t want = sizeof(f) - s.frame_sent + inline_bytes;
+    size_t n = tr.try_send(s.peer, buf + s.frame_sent, want, want);
+    size_t framed = std::min(n, sizeof(f) - s.frame_sent);
+    s.frame_sent += framed;
+    s.done += n - framed;
+    moved = n > 0;
+    if (s.frame_sent < sizeof(f)) {
+      waits.push_back({s.peer, true, sizeof(f) - s.frame_sent});
+      return moved;
+    }
+  }
   if (s.done < limit) {
     size_t n = tr.try_send(s.peer, s.data + s.done, std::min(limit - s.done, tuning.slice_bytes), elem());
     s.done += n;

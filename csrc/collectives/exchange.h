@@ -53,7 +53,8 @@ struct SendSpec {
   size_t bytes;
   const size_t* ready = nullptr;  // when set, only the first *ready bytes may go yet (forwarding)
   // progress, owned by the engine
-  bool framed = false, ended = false;
+  size_t frame_sent = 0;
+  bool ended = false;
   size_t done = 0;
 };
 

@@ -56,12 +56,6 @@ std::string random_name(int rank) {
   return s + "-r" + std::to_string(rank);
 }
 
-// The host's CPUs, not this process's affinity: ranks pinned one per core
-// (mpirun --bind-to core) are not oversubscribed.
-int cpus_online() {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<int>(n) : 1;
-}
 
 }  // namespace
 
@@ -98,8 +92,7 @@ ShmTransport::ShmTransport(int rank, int size, const BootstrapAllgather& allgath
       send_head_(size, 0), send_pad_(size, 0), recv_tail_(size, 0), recv_pad_(size, 0) {
   if (opts_.ring_bytes < 4096 || opts_.ring_bytes % kAlign)
     throw_error(ErrorKind::kValue, "shm ring size must be a multiple of 64 bytes, >= 4096");
-  int local = opts_.local_ranks > 0 ? opts_.local_ranks : size;
-  spin_us_ = opts_.spin_us >= 0 ? opts_.spin_us : (local > cpus_online() ? 0 : 50);
+  spin_us_ = spin_budget_us(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size);
 
   // Create ours: exclusive, 0600, locked for as long as we live.
   auto own = std::make_unique<Segment>();
@@ -258,8 +251,7 @@ void ShmTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
     }
     return false;
   };
-  // Spin first: a futex sleep and wake costs several microseconds. Yield now
-  // and then, because the peer we wait for may share our CPU (the scheduler
+  // Spin first (spin_budget_us). Yield now and then, because the peer we wait for may share our CPU (the scheduler
   // does put two ranks on one core at times) and could not run otherwise.
   using Clock = std::chrono::steady_clock;
   auto until = Clock::now() + std::chrono::microseconds(spin_us_);

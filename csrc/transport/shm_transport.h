@@ -19,8 +19,8 @@ namespace pycomm {
 
 struct ShmOptions {
   size_t ring_bytes = 1 << 20;  // per incoming peer; a multiple of 64
-  int spin_us = -1;             // -1: 50 us, or 0 when ranks outnumber the host's CPUs
-  int local_ranks = 0;          // ranks sharing this host's CPUs (for spin_us = -1)
+  int spin_us = -1;             // see spin_budget_us()
+  int local_ranks = 0;          // ranks sharing this host's CPUs (0: all)
 };
 
 class ShmTransport final : public Transport {

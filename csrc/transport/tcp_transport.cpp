@@ -170,6 +170,7 @@ TcpTransport::TcpTransport(int rank, int size, const BootstrapAllgather& allgath
     : Transport(rank, size), opts_(opts), data_fd_(size, -1), ctl_fd_(size, -1), staging_(size) {
   if (opts_.token.size() < 16)
     throw_error(ErrorKind::kValue, "tcp transport needs a job token of at least 16 bytes");
+  spin_us_ = spin_budget_us(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw_error(ErrorKind::kComm, strprintf("eventfd: %s", strerror(errno)));
   std::string endpoint;
@@ -356,8 +357,12 @@ void TcpTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
     fds.push_back({ctl_fd_[p], POLLIN, 0});
     ctl_peer.push_back(p);
   }
+  // Busy-poll first (spin_budget_us), then sleep in poll().
+  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
   for (;;) {
-    int rc = poll(fds.data(), fds.size(), deadline.remaining_ms(1000));
+    bool spinning = std::chrono::steady_clock::now() < spin_until;
+    int rc = poll(fds.data(), fds.size(), spinning ? 0 : deadline.remaining_ms(1000));
+    if (rc == 0 && spinning) continue;
     if (rc < 0 && errno != EINTR) throw_error(ErrorKind::kComm, strprintf("poll: %s", strerror(errno)));
     for (size_t i = first_ctl; rc > 0 && i < fds.size(); ++i) {
       if (fds[i].revents) {

@@ -23,6 +23,8 @@ struct TcpOptions {
   int sock_buf_bytes = 4 << 20;
   size_t staging_bytes = 4 << 20;  // per peer, where reductions read received bytes
   double connect_timeout = 60;
+  int spin_us = -1;     // see spin_budget_us()
+  int local_ranks = 0;  // ranks sharing this host's CPUs (0: all)
 };
 
 class TcpTransport final : public Transport {
@@ -54,6 +56,7 @@ class TcpTransport final : public Transport {
   TcpOptions opts_;
   std::vector<int> data_fd_, ctl_fd_;
   std::vector<Staging> staging_;
+  int spin_us_ = 0;
   int wake_fd_ = -1;  // eventfd: abort_self() interrupts a poll in another thread
   std::mutex self_abort_mu_;
   ErrorKind self_abort_kind_ = ErrorKind::kAborted;

@@ -1,6 +1,16 @@
 #include "transport.h"
 
+#include <unistd.h>
+
 namespace pycomm {
+
+int spin_budget_us(int requested, int local_ranks) {
+  if (requested >= 0) return requested;
+  // The host's CPUs, not this process's affinity: ranks pinned one per core
+  // (mpirun --bind-to core) are not oversubscribed.
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return local_ranks > (cpus > 0 ? cpus : 1) ? 0 : 50;
+}
 
 std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadline& deadline) {
   std::string what;

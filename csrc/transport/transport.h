@@ -84,6 +84,12 @@ class Transport {
   int size_;
 };
 
+// How long a blocked rank spins before it sleeps: `requested` if >= 0, else
+// 50 us, or 0 when the ranks on this host outnumber its CPUs. Waking a
+// sleeping rank costs 10-50 us (more on a VM whose idle vCPU left the host
+// CPU), far more than a small collective.
+int spin_budget_us(int requested, int local_ranks);
+
 // "rank 1: timed out after 30 s waiting for data from rank 0 or room toward rank 2"
 std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadline& deadline);
 
