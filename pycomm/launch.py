@@ -64,7 +64,10 @@ class _Output:
     def _copy(self, pipe, stream, tag):
         with pipe:
             for line in iter(pipe.readline, b""):
-                self.write(stream, tag + (line if line.endswith(b"\n") else line + b"\n"))
+                try:
+                    self.write(stream, tag + (line if line.endswith(b"\n") else line + b"\n"))
+                except BrokenPipeError:
+                    pass  # our reader left (`| head`); keep draining so the rank never blocks
 
     def write(self, stream, data):
         with self._lock:
