@@ -101,8 +101,8 @@ bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
     s.frame_sent += framed;
     s.done += n - framed;
     moved = n > 0;
-    if (s.frame_sent < sizeof(f)) {
-      waits.push_back({s.peer, true, sizeof(f) - s.frame_sent});
+    if (s.frame_sent < sizeof(f)) {  // shared memory takes all `want` bytes or none
+      waits.push_back({s.peer, true, n ? sizeof(f) - s.frame_sent : want});
       return moved;
     }
   }
