@@ -22,6 +22,8 @@ def native_sources():
 ext = Pybind11Extension(
     "pycomm._C",
     native_sources(),
+    # Any header change rebuilds every source: coarse, but never a stale object.
+    depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)),
     include_dirs=["csrc"],
     cxx_std=17,
     extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing"],

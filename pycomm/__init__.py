@@ -7,6 +7,7 @@ from .errors import AbortedError, CommError, MismatchError, PeerLostError, Timeo
 from . import _C
 from .communicator import Communicator
 from .ops import ReduceOp
+from .quantize import dequantize_int8, quantize_int8
 from .store import FileStore, Store, TCPStore
 
 Work = _C.Work

@@ -9,6 +9,7 @@ namespace py = pybind11;
 namespace pycomm {
 void bind_kernels(py::module_& m);
 void bind_comm(py::module_& m);
+void bind_quantize(py::module_& m);
 }  // namespace pycomm
 
 PYBIND11_MODULE(_C, m) {
@@ -16,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
   pycomm::register_error_translator();
   pycomm::bind_kernels(m);
   pycomm::bind_comm(m);
+  pycomm::bind_quantize(m);
   m.def("build_info", [] {
     py::dict d;
     d["isa"] = pycomm::kernels::isa_name(pycomm::kernels::active_isa());

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 
 #include "../kernels/reduce.h"
 #include "futex.h"

@@ -1,0 +1,115 @@
+// Python binding of the int8 quantization kernels (kernels/quantize_int8.h):
+// _C._quantize_int8 and _C._dequantize_int8, wrapped by pycomm/quantize.py,
+// which allocates the outputs. Inputs go through HostBuffer (numpy, buffer
+// protocol, or DLPack such as CPU torch tensors incl. bfloat16).
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "buffer.h"
+#include "common/dtype.h"
+#include "kernels/quantize_int8.h"
+
+namespace py = pybind11;
+
+namespace pycomm {
+namespace {
+
+size_t checked_block_size(long long block_size) {
+  if (block_size < 0 || !kernels::quant_block_size_ok(static_cast<size_t>(block_size))) {
+    throw py::value_error("block_size must be a power of two in [32, 4096], got " +
+                          std::to_string(block_size));
+  }
+  return static_cast<size_t>(block_size);
+}
+
+void expect(const HostBuffer& b, DType dtype, size_t count, const char* name) {
+  if (b.dtype() != dtype) {
+    throw py::type_error(std::string(name) + " must be " + dtype_name(dtype) + ", got " +
+                         dtype_name(b.dtype()));
+  }
+  if (b.count() != count) {
+    throw py::value_error(std::string(name) + " must have " + std::to_string(count) +
+                          " elements, got " + std::to_string(b.count()));
+  }
+}
+
+// The kernels read typed elements: HostBuffer accepts any address.
+void expect_aligned(const HostBuffer& b, const char* name) {
+  if (reinterpret_cast<uintptr_t>(b.data()) % dtype_size(b.dtype()) != 0) {
+    throw py::value_error(std::string(name) + " is not aligned for " + dtype_name(b.dtype()));
+  }
+}
+
+void py_quantize(py::handle x, long long block_size, bool stochastic, uint64_t seed,
+                 py::handle residual, py::handle q_out, py::handle scales_out) {
+  const size_t bs = checked_block_size(block_size);
+  HostBuffer in(x, "x", /*writable=*/false);
+  const DType dt = in.dtype();
+  if (dt != DType::kFloat32 && dt != DType::kFloat16 && dt != DType::kBFloat16) {
+    throw py::type_error(std::string("x must be float32, float16 or bfloat16, got ") +
+                         dtype_name(dt));
+  }
+  expect_aligned(in, "x");
+  const size_t n = in.count();
+  HostBuffer q(q_out, "q_out", /*writable=*/true);
+  expect(q, DType::kInt8, n, "q_out");
+  HostBuffer s(scales_out, "scales_out", /*writable=*/true);
+  expect(s, DType::kFloat32, kernels::quant_num_blocks(n, bs), "scales_out");
+  expect_aligned(s, "scales_out");
+  float* res = nullptr;
+  std::unique_ptr<HostBuffer> r;
+  if (!residual.is_none()) {
+    r = std::make_unique<HostBuffer>(residual, "residual", /*writable=*/true);
+    expect(*r, DType::kFloat32, n, "residual");
+    expect_aligned(*r, "residual");
+    res = static_cast<float*>(r->data());
+  }
+  py::gil_scoped_release nogil;
+  kernels::quantize_int8(in.data(), dt, n, bs, stochastic, seed, res,
+                         static_cast<int8_t*>(q.data()), static_cast<float*>(s.data()));
+}
+
+void py_dequantize(py::handle q_in, py::handle scales, long long block_size, py::handle out,
+                   bool accumulate) {
+  const size_t bs = checked_block_size(block_size);
+  HostBuffer q(q_in, "q", /*writable=*/false);
+  if (q.dtype() != DType::kInt8) {
+    throw py::type_error(std::string("q must be int8, got ") + dtype_name(q.dtype()));
+  }
+  const size_t n = q.count();
+  HostBuffer s(scales, "scales", /*writable=*/false);
+  expect(s, DType::kFloat32, kernels::quant_num_blocks(n, bs), "scales");
+  expect_aligned(s, "scales");
+  HostBuffer o(out, "out", /*writable=*/true);
+  expect(o, DType::kFloat32, n, "out");
+  expect_aligned(o, "out");
+  py::gil_scoped_release nogil;
+  const auto* qp = static_cast<const int8_t*>(q.data());
+  const auto* sp = static_cast<const float*>(s.data());
+  auto* op = static_cast<float*>(o.data());
+  if (accumulate) {
+    kernels::dequantize_accumulate_int8(qp, sp, n, bs, op);
+  } else {
+    kernels::dequantize_int8(qp, sp, n, bs, op);
+  }
+}
+
+}  // namespace
+
+void bind_quantize(py::module_& m) {
+  m.def("_quantize_int8", &py_quantize, py::arg("x"), py::arg("block_size"),
+        py::arg("stochastic"), py::arg("seed"), py::arg("residual"), py::arg("q_out"),
+        py::arg("scales_out"),
+        "Block-wise symmetric int8 quantization of x (float32/float16/bfloat16) into q_out "
+        "(int8, same count) and scales_out (float32, one per block); residual (float32 or "
+        "None) is added first and updated in place (error feedback).");
+  m.def("_dequantize_int8", &py_dequantize, py::arg("q"), py::arg("scales"),
+        py::arg("block_size"), py::arg("out"), py::arg("accumulate"),
+        "out = q * scale per block (float32); out += q * scale when accumulate.");
+}
+
+}  // namespace pycomm

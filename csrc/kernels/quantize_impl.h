@@ -1,0 +1,247 @@
+// Int8 quantization kernels (quantize_int8.h), written once as plain loops
+// that GCC vectorises, and compiled once per instruction set.
+//
+// Same two-inclusion pattern as reduce_impl.h: each per-ISA file
+// (quantize_baseline.cpp, quantize_avx2.cpp, quantize_avx512.cpp) includes
+// this header once before its `#pragma GCC target` (headers and the table
+// type, default target only) and once after it with PYCOMM_ISA (namespace
+// name) and PYCOMM_ISA_LEVEL defined (the bodies, in a namespace of their own).
+//
+// Why the paths are bit-identical:
+// - every float op is elementwise and spelled out (no reassociation), and
+//   the bodies are compiled with fp-contract=off: GCC's C++ default (fast)
+//   would fuse v - q * scale and acc + q * scale into FMAs on the AVX2 and
+//   AVX-512 paths only;
+// - the block maximum is exact whatever the lane order (max of absolute
+//   values; NaN is sticky and only decides "non-finite block");
+// - rounding uses the 1.5 * 2^23 trick, exact round-to-nearest-even for
+//   |t| <= 127 in the default rounding mode, so SSE2 needs no roundps;
+// - float16 is widened in software (exact), NaN payloads never reach the
+//   output (non-finite blocks get a fixed NaN scale and q = 0);
+// - the stochastic-rounding hash is 64-bit integer math.
+
+#ifndef PYCOMM_KERNELS_QUANTIZE_IMPL_DECLS
+#define PYCOMM_KERNELS_QUANTIZE_IMPL_DECLS
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "quantize_int8.h"
+
+namespace pycomm {
+namespace kernels {
+
+// One block-loop per (input type, error feedback, stochastic rounding).
+using QuantFn = void (*)(const void* x, size_t count, size_t block_size, uint64_t seed,
+                         float* residual, int8_t* q, float* scales);
+using DequantFn = void (*)(const int8_t* q, const float* scales, size_t count,
+                           size_t block_size, float* out);
+
+struct QuantTable {
+  QuantFn quant[3][2][2];  // [float32, float16, bfloat16][feedback][stochastic]
+  DequantFn dequant[2];    // [accumulate]
+};
+
+const QuantTable* quant_baseline_table();
+const QuantTable* quant_avx2_table();
+const QuantTable* quant_avx512_table();
+
+}  // namespace kernels
+}  // namespace pycomm
+
+#endif  // PYCOMM_KERNELS_QUANTIZE_IMPL_DECLS
+
+#ifdef PYCOMM_ISA
+
+#pragma GCC optimize("fp-contract=off")
+
+namespace pycomm {
+namespace kernels {
+namespace PYCOMM_ISA {
+namespace quant {
+
+inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline uint32_t blend_bits(bool c, uint32_t x, uint32_t y) {
+  const uint32_t m = 0u - static_cast<uint32_t>(c);
+  return (x & m) | (y & ~m);
+}
+
+// ---- Inputs, widened exactly to float32 ------------------------------------
+
+struct InF32 {
+  using T = float;
+  static float widen(float f) { return f; }
+};
+struct InF16 {  // branch-free (vectorises), as F16::widen in reduce_impl.h
+  using T = uint16_t;
+  static float widen(uint16_t h) {
+    const uint32_t w = uint32_t(h) << 16, sign = w & 0x80000000u, two_w = w + w;
+    const float normal = bits_f32((two_w >> 4) + (0xE0u << 23)) * 0x1p-112f;
+    const float subnormal = bits_f32((two_w >> 17) | (126u << 23)) - 0.5f;
+    return bits_f32(sign | blend_bits(two_w < (1u << 27), f32_bits(subnormal), f32_bits(normal)));
+  }
+};
+struct InBF16 {
+  using T = uint16_t;
+  static float widen(uint16_t h) { return bits_f32(uint32_t(h) << 16); }
+};
+
+// ---- Block maximum of |v|: NaN if any NaN, else +Inf if any Inf ----------
+
+// One native register of lanes: wider GCC vectors would be split, and their
+// selects lowered lane by lane, on SSE2 and AVX2.
+constexpr size_t kLanes = PYCOMM_ISA_LEVEL == 2 ? 16 : PYCOMM_ISA_LEVEL == 1 ? 8 : 4;
+typedef float VF __attribute__((vector_size(kLanes * 4)));
+typedef uint32_t VU __attribute__((vector_size(kLanes * 4)));
+
+inline float absmax_step(float m, float a) { return (a > m || a != a) ? a : m; }
+
+// Folds lane k + W onto lane k, down to lane 0, with the same sticky-NaN
+// maximum: in registers, branch-free (a scalar fold costs as much as the
+// whole quantize loop for 64-element blocks).
+template <size_t W> inline VF fold_absmax(VF m) {
+  VU idx;
+  for (size_t k = 0; k < kLanes; ++k) idx[k] = static_cast<uint32_t>((k + W) % kLanes);
+  const VF o = __builtin_shuffle(m, idx);
+  const VU take = (VU)((o > m) | (o != o));
+  m = (VF)((take & (VU)o) | (~take & (VU)m));
+  if constexpr (W > 1) {
+    return fold_absmax<W / 2>(m);
+  } else {
+    return m;
+  }
+}
+
+inline float block_absmax(const float* v, size_t n) {
+  VF m = {};
+  size_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    VF a;
+    std::memcpy(&a, v + j, sizeof a);
+    a = (VF)((VU)a & 0x7FFFFFFFu);
+    const VU take = (VU)((a > m) | (a != a));  // as bit masks: ?: is lowered lane by lane
+    m = (VF)((take & (VU)a) | (~take & (VU)m));
+  }
+  float r = fold_absmax<kLanes / 2>(m)[0];
+  for (; j < n; ++j) r = absmax_step(r, __builtin_fabsf(v[j]));
+  return r;
+}
+
+// ---- Stochastic rounding: u in [0, 1) from (seed, global index) ----------
+// splitmix64's finaliser over seed ^ (index * golden) + golden; the top 24
+// bits, scaled by 2^-24 (exact in float32).
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+
+inline float uniform24(uint64_t seed, uint64_t index) {
+  uint64_t z = (seed ^ (index * kGolden)) + kGolden;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(static_cast<int32_t>(z >> 40)) * 0x1p-24f;
+}
+
+// Round to nearest even for |t| <= 2^22 in the default rounding mode.
+constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
+inline float rne(float t) { return (t + kRound) - kRound; }
+// Selects as bit masks: GCC's if-conversion gives up on float ?: forms
+// (-ftrapping-math), and the loops would not vectorise without AVX-512.
+inline float select(bool c, float x, float y) {
+  return bits_f32(blend_bits(c, f32_bits(x), f32_bits(y)));
+}
+inline float clamp127(float t) {
+  t = select(t < -127.0f, -127.0f, t);
+  return select(t > 127.0f, 127.0f, t);
+}
+
+// ---- Quantize ---------------------------------------------------------------
+
+template <class In, bool kFeedback, bool kStochastic>
+void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t seed,
+                     float* residual, int8_t* q, float* scales) {
+  const auto* x = static_cast<const typename In::T*>(xv);
+  alignas(64) float v[kQuantMaxBlock];
+  for (size_t b0 = 0, blk = 0; b0 < count; b0 += block_size, ++blk) {
+    const size_t n = count - b0 < block_size ? count - b0 : block_size;
+    const typename In::T* xb = x + b0;
+    float* rb = kFeedback ? residual + b0 : nullptr;
+    int8_t* qb = q + b0;
+    if (kFeedback) {
+      for (size_t j = 0; j < n; ++j) v[j] = In::widen(xb[j]) + rb[j];
+    } else {
+      for (size_t j = 0; j < n; ++j) v[j] = In::widen(xb[j]);
+    }
+    const float absmax = block_absmax(v, n);
+    if (!(absmax <= std::numeric_limits<float>::max())) {  // NaN or Inf in the block
+      scales[blk] = std::numeric_limits<float>::quiet_NaN();
+      std::memset(qb, 0, n);
+      if (kFeedback) std::memset(rb, 0, n * sizeof(float));  // NaN must not stick
+      continue;
+    }
+    const float scale = absmax / 127.0f;
+    scales[blk] = scale;
+    if (scale == 0.0f) {  // all zeros, or a maximum that underflows
+      std::memset(qb, 0, n);
+      if (kFeedback) std::memcpy(rb, v, n * sizeof(float));  // v - 0 * 0 == v
+      continue;
+    }
+    // Clamping before rounding equals clamping after: the bounds are integers.
+    for (size_t j = 0; j < n; ++j) {
+      float r;
+      if (kStochastic) {
+        const float s = clamp127(v[j] / scale + uniform24(seed, b0 + j));
+        r = rne(s);
+        r = r - select(r > s, 1.0f, 0.0f);  // floor (r is never -0)
+      } else {
+        r = rne(clamp127(v[j] / scale));
+      }
+      qb[j] = static_cast<int8_t>(static_cast<int32_t>(r));
+      if (kFeedback) rb[j] = v[j] - r * scale;
+    }
+  }
+}
+
+// ---- Dequantize ---------------------------------------------------------------
+
+template <bool kAccumulate>
+void dequantize_blocks(const int8_t* q, const float* scales, size_t count, size_t block_size,
+                       float* out) {
+  for (size_t b0 = 0, blk = 0; b0 < count; b0 += block_size, ++blk) {
+    const size_t n = count - b0 < block_size ? count - b0 : block_size;
+    const float s = scales[blk];
+    const int8_t* qb = q + b0;
+    float* ob = out + b0;
+    if (kAccumulate) {
+      for (size_t j = 0; j < n; ++j) ob[j] = ob[j] + static_cast<float>(qb[j]) * s;
+    } else {
+      for (size_t j = 0; j < n; ++j) ob[j] = static_cast<float>(qb[j]) * s;
+    }
+  }
+}
+
+}  // namespace quant
+
+constexpr QuantTable kQuantTable = {
+    {{{quant::quantize_blocks<quant::InF32, false, false>,
+       quant::quantize_blocks<quant::InF32, false, true>},
+      {quant::quantize_blocks<quant::InF32, true, false>,
+       quant::quantize_blocks<quant::InF32, true, true>}},
+     {{quant::quantize_blocks<quant::InF16, false, false>,
+       quant::quantize_blocks<quant::InF16, false, true>},
+      {quant::quantize_blocks<quant::InF16, true, false>,
+       quant::quantize_blocks<quant::InF16, true, true>}},
+     {{quant::quantize_blocks<quant::InBF16, false, false>,
+       quant::quantize_blocks<quant::InBF16, false, true>},
+      {quant::quantize_blocks<quant::InBF16, true, false>,
+       quant::quantize_blocks<quant::InBF16, true, true>}}},
+    {quant::dequantize_blocks<false>, quant::dequantize_blocks<true>},
+};
+
+}  // namespace PYCOMM_ISA
+}  // namespace kernels
+}  // namespace pycomm
+
+#endif  // PYCOMM_ISA

@@ -1,0 +1,55 @@
+// Block-wise symmetric int8 quantization (gradient compression), compiled for
+// several instruction sets and dispatched at run time like reduce.h: the same
+// ISA as kernels::active_isa(), so set_isa()/PYCOMM_ISA steer both. Every path
+// is bit-identical, so ranks on different CPUs produce the same bytes.
+//
+// Per block of `block_size` elements (the last one may be shorter):
+//   v      = widen(x) (+ residual, float32 add, with error feedback)
+//   scale  = max|v| / 127.0f
+//   q      = clamp(rne(v / scale), -127, 127)            (deterministic)
+//          = clamp(floor(v / scale + u), -127, 127)      (stochastic; u in
+//            [0, 1) from a counter hash of (seed, global element index))
+//   residual = v - q * scale                             (error feedback)
+// A block holding NaN or +-Inf gets scale = NaN and q = 0, so every element
+// dequantizes to NaN, and its residual is reset to 0 (a NaN residual would
+// poison the block forever). A block whose scale is 0 (all zeros, or max|v|
+// so small that max|v| / 127 underflows) gets q = 0 and residual = v.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../common/dtype.h"
+
+namespace pycomm {
+namespace kernels {
+
+// Block sizes are powers of two in [32, 4096]: a block fits a stack buffer
+// and the scale count is a shift away.
+constexpr size_t kQuantMinBlock = 32;
+constexpr size_t kQuantMaxBlock = 4096;
+inline bool quant_block_size_ok(size_t b) {
+  return b >= kQuantMinBlock && b <= kQuantMaxBlock && (b & (b - 1)) == 0;
+}
+inline size_t quant_num_blocks(size_t count, size_t block_size) {
+  return (count + block_size - 1) / block_size;
+}
+
+// x: `count` elements of dtype (float32, float16 or bfloat16; others do
+// nothing). q: count int8; scales: quant_num_blocks() float32. residual:
+// null, or count float32 read and updated in place (error feedback).
+// `stochastic` rounds with the hash of (seed, index): reproducible, unbiased.
+void quantize_int8(const void* x, DType dtype, size_t count, size_t block_size, bool stochastic,
+                   uint64_t seed, float* residual, int8_t* q, float* scales);
+
+// out[i] = q[i] * scales[i / block_size] (float32).
+void dequantize_int8(const int8_t* q, const float* scales, size_t count, size_t block_size,
+                     float* out);
+
+// acc[i] += q[i] * scales[i / block_size]: the receive side of a compressed
+// reduction, without a float32 temporary (a product, then a sum: no FMA).
+void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t count,
+                                size_t block_size, float* acc);
+
+}  // namespace kernels
+}  // namespace pycomm
