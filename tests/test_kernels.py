@@ -9,40 +9,15 @@ baseline, NaNs included.
 import numpy as np
 import pytest
 
-from pycomm import _C
-
-K = _C.kernels
+from isa_paths import AVAILABLE, ISAS, K, isa  # noqa: F401 - isa is a fixture
 
 # Codes from csrc/common/dtype.h.
 DTYPES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3,
           "int8": 4, "uint8": 5, "int32": 6, "int64": 7}
 OPS = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
 FLOATS = ("float32", "float64", "float16", "bfloat16")
-ISAS = ("baseline", "avx2", "avx512")
 LENGTHS = (0, 1, 7, 31, 33, 1000, 4099)  # vector tails for 4-, 8- and 16-wide lanes
 AVG_DIVISOR = 3.0
-
-
-def available_isas():
-    before = K.active_isa()
-    try:
-        return [isa for isa in ISAS if K.set_isa(isa)]
-    finally:
-        K.set_isa(before)
-
-
-AVAILABLE = available_isas()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    if request.param not in AVAILABLE:
-        pytest.skip(f"CPU lacks {request.param}")
-    before = K.active_isa()
-    assert K.set_isa(request.param)
-    assert K.active_isa() == request.param
-    yield request.param
-    K.set_isa(before)
 
 
 # ---- bfloat16 and float16 helpers (bfloat16 is kept as uint16 bit patterns) --

@@ -11,9 +11,7 @@ import pytest
 
 import pycomm
 from pycomm import _C
-
-K = _C.kernels
-ISAS = ("baseline", "avx2", "avx512")
+from isa_paths import AVAILABLE, ISAS, K, isa  # noqa: F401 - isa is a fixture
 COUNTS = (0, 1, 63, 64, 65, 1000, 4099)
 BLOCKS = (32, 64, 4096)
 MODES = ("rne", "stochastic", "rne+feedback", "stochastic+feedback")
@@ -22,27 +20,6 @@ try:
     import torch
 except ImportError:  # pragma: no cover
     torch = None
-
-
-def available_isas():
-    before = K.active_isa()
-    try:
-        return [isa for isa in ISAS if K.set_isa(isa)]
-    finally:
-        K.set_isa(before)
-
-
-AVAILABLE = available_isas()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    if request.param not in AVAILABLE:
-        pytest.skip(f"CPU lacks {request.param}")
-    before = K.active_isa()
-    assert K.set_isa(request.param)
-    yield request.param
-    K.set_isa(before)
 
 
 def use_isa(name):
