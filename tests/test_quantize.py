@@ -12,6 +12,7 @@ import pytest
 import pycomm
 from pycomm import _C
 from isa_paths import AVAILABLE, ISAS, K, isa  # noqa: F401 - isa is a fixture
+
 COUNTS = (0, 1, 63, 64, 65, 1000, 4099)
 BLOCKS = (32, 64, 4096)
 MODES = ("rne", "stochastic", "rne+feedback", "stochastic+feedback")
