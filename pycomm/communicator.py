@@ -13,6 +13,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
+from .error_feedback import ErrorFeedback
 from .ops import op_code
 from .store import Store, store_from_env
 from .topology import bind_address, choose_transport, host_id
@@ -41,7 +42,8 @@ def _check_timeout(timeout):
 
 # Expert knobs of the native core, for benchmarking and unusual machines.
 _TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "slice_bytes",
-                "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us"}
+                "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us",
+                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes"}
 
 
 def _env_tuning():
@@ -76,6 +78,52 @@ def _flat_empty(like, count):
     if hasattr(like, "new_empty"):  # torch.Tensor, without importing torch
         return like.new_empty((count,))
     return np.empty(count, dtype=np.asarray(like).dtype)
+
+
+def _float32_empty(like, count):
+    """A new 1-D float32 buffer of `count` elements, of like's kind (numpy or torch)."""
+    if hasattr(like, "new_empty"):
+        import torch  # already imported by whoever made `like`
+        return like.new_empty((count,), dtype=torch.float32)
+    return np.empty(count, dtype=np.float32)
+
+
+def _is_float32(x):
+    dtype = getattr(x, "dtype", None)
+    return str(dtype if dtype is not None else np.asarray(x).dtype) in ("float32", "torch.float32")
+
+
+def _residuals(ef, layout, owned, call):
+    """Runs call(worker, owner) with ef's residuals; a call refused before it
+    started leaves a fresh ef unallocated."""
+    if ef is None:
+        return call(None, None)
+    fresh = not ef.initialized
+    worker, owner = ef._buffers(layout, owned)
+    try:
+        return call(worker, owner)
+    except (TypeError, ValueError):
+        if fresh:
+            ef.reset()
+        raise
+
+
+def _int8_options(compress, block_size, stochastic, seed, error_feedback):
+    if compress != "int8":
+        raise ValueError(f"compress must be None or 'int8', got {compress!r}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int):
+        raise TypeError(f"block_size must be an int, not {type(block_size).__name__}")
+    if error_feedback is not None and not isinstance(error_feedback, ErrorFeedback):
+        raise TypeError("error_feedback must be a pycomm.ErrorFeedback, not "
+                        f"{type(error_feedback).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
+    return block_size, bool(stochastic), None if seed is None else seed & 0xFFFFFFFFFFFFFFFF
+
+
+def _uncompressed(block_size, stochastic, seed, error_feedback):
+    if error_feedback is not None or stochastic or seed is not None or block_size != 64:
+        raise ValueError("block_size, stochastic, seed and error_feedback need compress='int8'")
 
 
 def _size_of(x):
@@ -139,23 +187,61 @@ class Communicator:
 
     # -- collectives -------------------------------------------------------
 
-    def allreduce(self, x, op="sum", out=None, async_op=False, timeout=None):
-        """Reduce x over all ranks; into x itself when out is None. Returns the result (or a Work)."""
-        w = self._native.allreduce(x, out, op_code(op), async_op,
-                                   self._timeout if timeout is None else _check_timeout(timeout))
-        if async_op:
-            return self._track(w)
-        return x if out is None else out
+    def allreduce(self, x, op="sum", out=None, async_op=False, timeout=None, *, compress=None,
+                  block_size=64, error_feedback=None, stochastic=False, seed=None):
+        """Reduce x over all ranks; into x itself when out is None. Returns the result (or a Work).
 
-    def reduce_scatter(self, x, op="sum", out=None, async_op=False, timeout=None):
-        """Block `rank` of the reduction of x (x.size == size * out.size)."""
+        compress="int8" sends int8 with one float32 scale per `block_size`
+        elements (op sum or avg; float32/float16/bfloat16 in, float32 out;
+        out is required or allocated for half inputs). Every element is
+        rounded at most twice whatever the world size, and every rank gets
+        bitwise the same result. error_feedback (a pycomm.ErrorFeedback, one
+        per tensor) carries the rounding error into the next call;
+        stochastic rounds stochastically, seeded by `seed` (default: the
+        op's sequence number, reproducible).
+        """
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        if compress is None:
+            _uncompressed(block_size, stochastic, seed, error_feedback)
+            w = self._native.allreduce(x, out, op_code(op), async_op, timeout)
+            result = x if out is None else out
+        else:
+            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
+                                                         error_feedback)
+            n = _size_of(x)
+            if out is None and not _is_float32(x):
+                out = _float32_empty(x, n)
+            layout = {"op": "allreduce", "count": n, "world_size": self.size, "rank": self.rank,
+                      "block_size": block_size}
+            owned = self._native.int8_owned(n, block_size) if error_feedback is not None else 0
+            w = _residuals(error_feedback, layout, owned, lambda worker, owner: self._native.allreduce_int8(
+                x, out, op_code(op), block_size, stochastic, seed, worker, owner, async_op, timeout))
+            result = x if out is None else out
+        return self._track(w) if async_op else result
+
+    def reduce_scatter(self, x, op="sum", out=None, async_op=False, timeout=None, *, compress=None,
+                       block_size=64, error_feedback=None, stochastic=False, seed=None):
+        """Block `rank` of the reduction of x (x.size == size * out.size).
+
+        compress="int8": int8 on the wire, float32 out (each element rounded
+        once); the other keywords as for allreduce.
+        """
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if out is None:
             n = _size_of(x)
             if n % self.size:
                 raise ValueError(f"reduce_scatter needs x.size divisible by comm.size ({self.size}), got {n}")
-            out = _flat_empty(x, n // self.size)
-        w = self._native.reduce_scatter(x, out, op_code(op), async_op,
-                                        self._timeout if timeout is None else _check_timeout(timeout))
+            out = _flat_empty(x, n // self.size) if compress is None else _float32_empty(x, n // self.size)
+        if compress is None:
+            _uncompressed(block_size, stochastic, seed, error_feedback)
+            w = self._native.reduce_scatter(x, out, op_code(op), async_op, timeout)
+        else:
+            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
+                                                         error_feedback)
+            layout = {"op": "reduce_scatter", "count": _size_of(x), "world_size": self.size,
+                      "rank": self.rank, "block_size": block_size}
+            w = _residuals(error_feedback, layout, 0, lambda worker, _: self._native.reduce_scatter_int8(
+                x, out, op_code(op), block_size, stochastic, seed, worker, async_op, timeout))
         return self._track(w) if async_op else out
 
     def allgather(self, x, out=None, async_op=False, timeout=None):

@@ -107,7 +107,8 @@ HostBuffer::HostBuffer(py::handle obj, const char* what, bool writable) {
     expected *= t.shape[d];
     count *= static_cast<size_t>(t.shape[d]);
   }
-  if (!contiguous)
+  // An empty tensor's strides mean nothing (torch gives them as 0).
+  if (!contiguous && count != 0)
     throw py::value_error(std::string(what) + " must be contiguous (call .contiguous() first)");
   data_ = static_cast<char*>(t.data) + t.byte_offset;
   count_ = count;

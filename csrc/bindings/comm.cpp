@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../comm/communicator.h"
+#include "../kernels/quantize_int8.h"
 #include "../transport/shm_transport.h"
 #include "../transport/tcp_transport.h"
 #include "buffer.h"
@@ -69,6 +70,7 @@ class PyComm {
     Tuning tuning;
     tuning.slice_bytes = option<size_t>(opts, "slice_bytes", tuning.slice_bytes);
     tuning.direct_max_bytes = option<size_t>(opts, "direct_max_bytes", tuning.direct_max_bytes);
+    tuning.int8_piece_bytes = option<size_t>(opts, "int8_piece_bytes", tuning.int8_piece_bytes);
     std::unique_ptr<Transport> tr;
     if (transport == "shm") {
       ShmOptions so;
@@ -128,6 +130,62 @@ class PyComm {
     return submit(a, async_op, std::move(in), std::move(dst));
   }
 
+  // compress="int8": float32/float16/bfloat16 in, float32 out. Residuals
+  // are float32 arrays (error feedback) or None; seed None = the op's number.
+  py::object allreduce_int8(py::handle x, py::handle out, int op, size_t block_size,
+                            bool stochastic, py::handle seed, py::handle worker_residual,
+                            py::handle owner_residual, bool async_op, double timeout) {
+    auto in = std::make_unique<HostBuffer>(x, "x", out.is_none());
+    int8_input(*in);
+    std::unique_ptr<HostBuffer> dst;
+    if (!out.is_none()) {
+      dst = std::make_unique<HostBuffer>(out, "out", true);
+      float_buffer(*dst, "out", in->count());
+      if (dst->data() != in->data()) no_overlap(*in, *dst);
+    } else if (in->dtype() != DType::kFloat32) {
+      throw py::type_error(std::string("compressed allreduce of ") + dtype_name(in->dtype()) +
+                           " needs out (float32): the result is float32");
+    }
+    CollArgs a = args(Coll::kAllreduceInt8, *in, int8_op(op), timeout);
+    a.in = in->data();
+    a.out = dst ? dst->data() : in->data();
+    a.count = in->count();
+    auto keep = int8_args(a, block_size, stochastic, seed, worker_residual, owner_residual,
+                          in->count(), allreduce_int8_owned(in->count(), size(), rank(), block_size));
+    keep.push_back(std::move(in));
+    if (dst) keep.push_back(std::move(dst));
+    return submit(a, async_op, std::move(keep));
+  }
+
+  py::object reduce_scatter_int8(py::handle x, py::handle out, int op, size_t block_size,
+                                 bool stochastic, py::handle seed, py::handle worker_residual,
+                                 bool async_op, double timeout) {
+    auto in = std::make_unique<HostBuffer>(x, "x", false);
+    int8_input(*in);
+    auto dst = std::make_unique<HostBuffer>(out, "out", true);
+    if (in->count() != dst->count() * size())
+      throw py::value_error(strprintf("reduce_scatter needs x.size == comm.size * out.size: x has "
+                                      "%zu elements, out %zu, comm.size is %d",
+                                      in->count(), dst->count(), size()));
+    float_buffer(*dst, "out", dst->count());
+    const auto* own = static_cast<const uint8_t*>(in->data()) + rank() * dst->nbytes();
+    if (!(in->dtype() == DType::kFloat32 && dst->data() == own)) no_overlap(*in, *dst);
+    CollArgs a = args(Coll::kReduceScatterInt8, *in, int8_op(op), timeout);
+    a.in = in->data();
+    a.out = dst->data();
+    a.count = dst->count();
+    auto keep = int8_args(a, block_size, stochastic, seed, worker_residual, py::none(),
+                          in->count(), 0);
+    keep.push_back(std::move(in));
+    keep.push_back(std::move(dst));
+    return submit(a, async_op, std::move(keep));
+  }
+
+  size_t int8_owned(size_t count, size_t block_size) const {
+    check_block_size(block_size);
+    return allreduce_int8_owned(count, size(), rank(), block_size);
+  }
+
   py::object allgather(py::handle x, py::handle out, bool async_op, double timeout) {
     auto in = std::make_unique<HostBuffer>(x, "x", false);
     auto dst = std::make_unique<HostBuffer>(out, "out", true);
@@ -182,6 +240,63 @@ class PyComm {
       throw py::value_error(std::string("op avg needs a floating-point dtype, got ") + dtype_name(dtype));
     return r;
   }
+  static void check_block_size(size_t b) {
+    if (!kernels::quant_block_size_ok(b))
+      throw py::value_error(strprintf("block_size must be a power of two in [32, 4096], got %zu", b));
+  }
+  static void int8_input(const HostBuffer& x) {
+    const DType d = x.dtype();
+    if (d != DType::kFloat32 && d != DType::kFloat16 && d != DType::kBFloat16)
+      throw py::type_error(std::string("compress='int8' needs float32, float16 or bfloat16 input, got ") +
+                           dtype_name(d));
+    aligned(x, "x");
+  }
+  static RedOp int8_op(int op) {
+    RedOp r = reduce_op(op, DType::kFloat32);
+    if (r != RedOp::kSum && r != RedOp::kAvg)
+      throw py::value_error(std::string("compress='int8' supports op sum and avg, not ") + redop_name(r));
+    return r;
+  }
+  static void aligned(const HostBuffer& b, const char* what) {
+    if (reinterpret_cast<uintptr_t>(b.data()) % dtype_size(b.dtype()))
+      throw py::value_error(strprintf("%s is not aligned to its %zu-byte elements", what,
+                                      dtype_size(b.dtype())));
+  }
+  static void float_buffer(const HostBuffer& b, const char* what, size_t count) {
+    if (b.dtype() != DType::kFloat32)
+      throw py::type_error(strprintf("%s must be float32, got %s", what, dtype_name(b.dtype())));
+    if (b.count() != count)
+      throw py::value_error(strprintf("%s must have %zu elements, got %zu", what, count, b.count()));
+    aligned(b, what);
+  }
+  static void no_overlap(const HostBuffer& x, const HostBuffer& out) {
+    auto x0 = reinterpret_cast<uintptr_t>(x.data()), o0 = reinterpret_cast<uintptr_t>(out.data());
+    if (x0 < o0 + out.nbytes() && o0 < x0 + x.nbytes())
+      throw py::value_error("out overlaps x: pass separate buffers, or out=x for float32 in place");
+  }
+  // Fills a.int8; returns the residual buffers to keep alive with the op.
+  std::vector<std::unique_ptr<HostBuffer>> int8_args(CollArgs& a, size_t block_size, bool stochastic,
+                                                     py::handle seed, py::handle worker,
+                                                     py::handle owner, size_t worker_count,
+                                                     size_t owner_count) {
+    check_block_size(block_size);
+    a.int8.block_size = block_size;
+    a.int8.stochastic = stochastic;
+    a.seed_from_seq = seed.is_none();
+    if (!seed.is_none()) a.int8.seed = seed.cast<uint64_t>();
+    std::vector<std::unique_ptr<HostBuffer>> keep;
+    if (!worker.is_none()) {
+      keep.push_back(std::make_unique<HostBuffer>(worker, "error feedback (worker)", true));
+      float_buffer(*keep.back(), "error feedback (worker)", worker_count);
+      a.int8.worker_residual = static_cast<float*>(keep.back()->data());
+    }
+    if (!owner.is_none()) {
+      keep.push_back(std::make_unique<HostBuffer>(owner, "error feedback (owner)", true));
+      float_buffer(*keep.back(), "error feedback (owner)", owner_count);
+      a.int8.owner_residual = static_cast<float*>(keep.back()->data());
+    }
+    return keep;
+  }
   static void same_type(const HostBuffer& x, const HostBuffer& out) {
     if (x.dtype() != out.dtype())
       throw py::type_error(std::string("out has dtype ") + dtype_name(out.dtype()) + ", x has " +
@@ -197,6 +312,12 @@ class PyComm {
   }
   py::object submit(const CollArgs& a, bool async_op, std::unique_ptr<HostBuffer> b1,
                     std::unique_ptr<HostBuffer> b2) {
+    std::vector<std::unique_ptr<HostBuffer>> keep;
+    if (b1) keep.push_back(std::move(b1));
+    if (b2) keep.push_back(std::move(b2));
+    return submit(a, async_op, std::move(keep));
+  }
+  py::object submit(const CollArgs& a, bool async_op, std::vector<std::unique_ptr<HostBuffer>> keep) {
     std::shared_ptr<Work> work;
     {
       py::gil_scoped_release nogil;
@@ -205,8 +326,7 @@ class PyComm {
     if (!async_op) return py::none();
     auto pw = std::make_unique<PyWork>();
     pw->work = std::move(work);
-    if (b1) pw->buffers.push_back(std::move(b1));
-    if (b2) pw->buffers.push_back(std::move(b2));
+    pw->buffers = std::move(keep);
     return py::cast(std::move(pw));
   }
 
@@ -229,6 +349,9 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("transport", &PyComm::transport)
       .def("allreduce", &PyComm::allreduce)
       .def("reduce_scatter", &PyComm::reduce_scatter)
+      .def("allreduce_int8", &PyComm::allreduce_int8)
+      .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
+      .def("int8_owned", &PyComm::int8_owned)
       .def("allgather", &PyComm::allgather)
       .def("broadcast", &PyComm::broadcast)
       .def("barrier", &PyComm::barrier)

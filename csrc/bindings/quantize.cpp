@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "buffer.h"
 #include "common/dtype.h"
@@ -98,6 +99,45 @@ void py_dequantize(py::handle q_in, py::handle scales, long long block_size, py:
   }
 }
 
+// The owner's fused step of the compressed reduction, for tests and the GPU
+// kernels' reference: qs / scales are lists of sources of equal count.
+void py_reduce_requantize(py::list qs, py::list scales, long long block_size, float divisor,
+                          bool stochastic, uint64_t seed, py::handle residual, py::handle q_out,
+                          py::handle scales_out) {
+  const size_t bs = checked_block_size(block_size);
+  if (qs.size() == 0 || qs.size() != scales.size())
+    throw py::value_error("need one scales array per q array, and at least one source");
+  HostBuffer qo(q_out, "q_out", /*writable=*/true);
+  const size_t n = qo.count(), nb = kernels::quant_num_blocks(n, bs);
+  expect(qo, DType::kInt8, n, "q_out");
+  HostBuffer so(scales_out, "scales_out", /*writable=*/true);
+  expect(so, DType::kFloat32, nb, "scales_out");
+  expect_aligned(so, "scales_out");
+  std::vector<std::unique_ptr<HostBuffer>> keep;
+  std::vector<const int8_t*> qp;
+  std::vector<const float*> sp;
+  for (size_t i = 0; i < qs.size(); ++i) {
+    keep.push_back(std::make_unique<HostBuffer>(qs[i], "q", /*writable=*/false));
+    expect(*keep.back(), DType::kInt8, n, "q");
+    qp.push_back(static_cast<const int8_t*>(keep.back()->data()));
+    keep.push_back(std::make_unique<HostBuffer>(scales[i], "scales", /*writable=*/false));
+    expect(*keep.back(), DType::kFloat32, nb, "scales");
+    expect_aligned(*keep.back(), "scales");
+    sp.push_back(static_cast<const float*>(keep.back()->data()));
+  }
+  float* res = nullptr;
+  if (!residual.is_none()) {
+    keep.push_back(std::make_unique<HostBuffer>(residual, "residual", /*writable=*/true));
+    expect(*keep.back(), DType::kFloat32, n, "residual");
+    expect_aligned(*keep.back(), "residual");
+    res = static_cast<float*>(keep.back()->data());
+  }
+  py::gil_scoped_release nogil;
+  kernels::reduce_requantize_int8(qp.data(), sp.data(), qp.size(), n, bs, divisor, stochastic,
+                                  seed, res, static_cast<int8_t*>(qo.data()),
+                                  static_cast<float*>(so.data()));
+}
+
 }  // namespace
 
 void bind_quantize(py::module_& m) {
@@ -110,6 +150,11 @@ void bind_quantize(py::module_& m) {
   m.def("_dequantize_int8", &py_dequantize, py::arg("q"), py::arg("scales"),
         py::arg("block_size"), py::arg("out"), py::arg("accumulate"),
         "out = q * scale per block (float32); out += q * scale when accumulate.");
+  m.def("_reduce_requantize_int8", &py_reduce_requantize, py::arg("qs"), py::arg("scales"),
+        py::arg("block_size"), py::arg("divisor"), py::arg("stochastic"), py::arg("seed"),
+        py::arg("residual"), py::arg("q_out"), py::arg("scales_out"),
+        "Sum of the dequantized sources (in order, float32), divided by divisor when it is "
+        "not 1, quantized into q_out / scales_out (with residual: error feedback).");
 }
 
 }  // namespace pycomm

@@ -25,6 +25,25 @@ void allgather(OpContext& ctx, const void* in, void* out, size_t count);
 void broadcast(OpContext& ctx, void* buf, size_t count, int root);
 void barrier(OpContext& ctx);
 
+// Compressed (int8) collectives (compressed.cpp). The input is float32,
+// float16 or bfloat16 (ctx.stamp.dtype), the output float32; every element
+// is quantized at most twice, whatever the world size.
+struct Int8Args {
+  size_t block_size = 64;
+  bool stochastic = false;
+  uint64_t seed = 0;
+  float* worker_residual = nullptr;  // error feedback for this rank's whole input, or null
+  float* owner_residual = nullptr;   // allreduce: for the quantized sum of the owned slice, or null
+};
+// out (count float32) = the reduction of in (count elements) on every rank,
+// bitwise identical. out may equal in (float32 input).
+void allreduce_int8(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a);
+// out (count float32) = block `rank` of the reduction of in (size * count
+// elements). out may be this rank's own block of in (float32 input).
+void reduce_scatter_int8(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a);
+// How many elements this rank owns in allreduce_int8 (its owner_residual's size).
+size_t allreduce_int8_owned(size_t count, int size, int rank, size_t block_size);
+
 // How a ring splits `count` elements over the ranks: balanced, the first
 // count % n chunks one element longer.
 struct Chunks {

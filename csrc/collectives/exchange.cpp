@@ -17,7 +17,8 @@ struct Frame {
   int32_t src;
   uint64_t count;
   uint64_t payload;
-  uint8_t reserved[24];
+  uint32_t block_size;
+  uint8_t reserved[20];
 };
 static_assert(sizeof(Frame) == 64, "frames keep shm messages 64-byte aligned");
 constexpr size_t kInlineBytes = 1024;  // payloads this small are sent with their frame
@@ -33,6 +34,7 @@ Frame make_frame(const OpStamp& s, int src, size_t payload) {
   f.src = src;
   f.count = s.count;
   f.payload = payload;
+  f.block_size = s.block_size;
   return f;
 }
 
@@ -45,6 +47,8 @@ const char* coll_name(Coll c) {
     case Coll::kAllgather: return "allgather";
     case Coll::kBroadcast: return "broadcast";
     case Coll::kBarrier: return "barrier";
+    case Coll::kAllreduceInt8: return "int8 allreduce";
+    case Coll::kReduceScatterInt8: return "int8 reduce_scatter";
   }
   return "unknown collective";
 }
@@ -53,8 +57,9 @@ std::string describe(const OpStamp& s) {
   std::string d = strprintf("%s #%llu", coll_name(s.coll), static_cast<unsigned long long>(s.seq));
   if (s.coll == Coll::kBarrier) return d;
   d += strprintf(" (%s x %llu", dtype_name(s.dtype), static_cast<unsigned long long>(s.count));
-  if (s.coll == Coll::kAllreduce || s.coll == Coll::kReduceScatter)
+  if (s.coll != Coll::kAllgather && s.coll != Coll::kBroadcast)
     d += std::string(", ") + redop_name(s.op);
+  if (coll_is_int8(s.coll)) d += strprintf(", block %u", s.block_size);
   if (s.coll == Coll::kBroadcast) d += strprintf(", root %d", s.root);
   return d + ")";
 }
@@ -62,7 +67,7 @@ std::string describe(const OpStamp& s) {
 void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
   Frame f;
   std::memcpy(&f, bytes, sizeof(f));
-  if (f.magic != kFrameMagic || f.src != r.peer || f.coll < 1 || f.coll > 5 ||
+  if (f.magic != kFrameMagic || f.src != r.peer || f.coll < 1 || f.coll >= kNumColls ||
       f.dtype >= kNumDTypes || f.op >= kNumRedOps)
     throw_error(ErrorKind::kComm, strprintf("rank %d: corrupt frame from rank %d during %s", rank(),
                                             r.peer, describe(stamp).c_str()));
@@ -73,8 +78,10 @@ void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
   theirs.op = static_cast<RedOp>(f.op);
   theirs.root = f.root;
   theirs.count = f.count;
+  theirs.block_size = f.block_size;
   bool same = theirs.seq == stamp.seq && theirs.coll == stamp.coll && theirs.dtype == stamp.dtype &&
               theirs.op == stamp.op && theirs.root == stamp.root && theirs.count == stamp.count &&
+              theirs.block_size == stamp.block_size &&
               f.payload == r.bytes;
   if (!same)
     throw_error(ErrorKind::kMismatch,
@@ -107,7 +114,7 @@ bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
     }
   }
   if (s.done < limit) {
-    size_t n = tr.try_send(s.peer, s.data + s.done, std::min(limit - s.done, tuning.slice_bytes), elem());
+    size_t n = tr.try_send(s.peer, s.data + s.done, std::min(limit - s.done, tuning.slice_bytes), granule());
     s.done += n;
     moved |= n > 0;
     if (s.done < limit) waits.push_back({s.peer, true, std::min(limit - s.done, tuning.slice_bytes)});

@@ -25,7 +25,11 @@ enum class Coll : uint8_t {
   kAllgather = 3,
   kBroadcast = 4,
   kBarrier = 5,
+  kAllreduceInt8 = 6,      // compressed (compressed.cpp): int8 on the wire
+  kReduceScatterInt8 = 7,
 };
+constexpr uint8_t kNumColls = 8;
+inline bool coll_is_int8(Coll c) { return c == Coll::kAllreduceInt8 || c == Coll::kReduceScatterInt8; }
 const char* coll_name(Coll c);
 
 // What every rank must agree on for one collective call.
@@ -36,6 +40,7 @@ struct OpStamp {
   RedOp op = RedOp::kSum;
   int32_t root = 0;
   uint64_t count = 0;
+  uint32_t block_size = 0;  // int8 collectives: the quantization block
 };
 // "allreduce #7 (float32 x 1024, sum)"
 std::string describe(const OpStamp& s);
@@ -69,6 +74,7 @@ struct RecvSpec {
 struct Tuning {
   size_t slice_bytes = 256 << 10;       // most bytes handed to the transport per call
   size_t direct_max_bytes = 32 << 10;   // at or below: one-step direct algorithms
+  size_t int8_piece_bytes = 256 << 10;  // int8 collectives: float32 bytes per owner per round
 };
 
 // Scratch memory an algorithm may use; owned by the communicator, reused across ops.
@@ -92,6 +98,8 @@ class OpContext {
   int rank() const { return tr.rank(); }
   int size() const { return tr.size(); }
   size_t elem() const { return dtype_size(stamp.dtype); }
+  // The unit messages move in: an element, or a byte for int8 payloads.
+  size_t granule() const { return coll_is_int8(stamp.coll) ? 1 : elem(); }
   int peer(int offset) const { return ((rank() + offset) % size() + size()) % size(); }
 
   // Runs all the sends and receives to completion, concurrently.

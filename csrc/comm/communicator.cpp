@@ -29,6 +29,11 @@ void Communicator::execute(Op& op) {
   stamp.op = a.op;
   stamp.root = a.root;
   stamp.count = a.count;
+  Int8Args int8 = a.int8;
+  if (coll_is_int8(a.coll)) {
+    stamp.block_size = static_cast<uint32_t>(int8.block_size);
+    if (a.seed_from_seq) int8.seed = op.seq;
+  }
   {
     std::lock_guard<std::mutex> lk(broken_mu_);
     if (broken_) {
@@ -47,6 +52,12 @@ void Communicator::execute(Op& op) {
       case Coll::kAllgather: allgather(ctx, a.in, a.out, a.count); break;
       case Coll::kBroadcast: broadcast(ctx, a.out, a.count, a.root); break;
       case Coll::kBarrier: barrier(ctx); break;
+      case Coll::kAllreduceInt8:
+        allreduce_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
+        break;
+      case Coll::kReduceScatterInt8:
+        reduce_scatter_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
+        break;
     }
     op.work->finish();
   } catch (const CommError& e) {

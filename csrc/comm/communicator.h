@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "../collectives/exchange.h"
+#include "../collectives/collectives.h"
 #include "../transport/transport.h"
 #include "work.h"
 
@@ -28,6 +28,9 @@ struct CollArgs {
   void* out = nullptr;
   size_t count = 0;     // per-rank elements (see collectives.h for each op)
   double timeout_s = 0;  // > 0
+  // int8 collectives only: the output is float32; block_size goes on the wire.
+  Int8Args int8;
+  bool seed_from_seq = false;  // stochastic rounding without a seed: the op's sequence number
 };
 
 class Communicator {

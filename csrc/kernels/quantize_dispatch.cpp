@@ -1,5 +1,7 @@
 // Run-time dispatch of the int8 kernels: follows the reduction kernels'
 // choice (active_isa(): PYCOMM_ISA, set_isa()).
+#include <algorithm>
+
 #include "quantize_impl.h"
 #include "reduce.h"
 
@@ -30,11 +32,12 @@ int input_index(DType dtype) {
 
 // Invalid block sizes or input dtypes do nothing (the binding validates them).
 void quantize_int8(const void* x, DType dtype, size_t count, size_t block_size, bool stochastic,
-                   uint64_t seed, float* residual, int8_t* q, float* scales) {
+                   uint64_t seed, float* residual, int8_t* q, float* scales,
+                   uint64_t index_base) {
   const int in = input_index(dtype);
   if (count == 0 || in < 0 || !quant_block_size_ok(block_size)) return;
-  quant_table()->quant[in][residual != nullptr][stochastic](x, count, block_size, seed, residual,
-                                                            q, scales);
+  quant_table()->quant[in][residual != nullptr][stochastic](x, count, block_size, seed, index_base,
+                                                            residual, q, scales);
 }
 
 void dequantize_int8(const int8_t* q, const float* scales, size_t count, size_t block_size,
@@ -47,6 +50,27 @@ void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t cou
                                 size_t block_size, float* acc) {
   if (count == 0 || !quant_block_size_ok(block_size)) return;
   quant_table()->dequant[1](q, scales, count, block_size, acc);
+}
+
+void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, size_t nsrc,
+                            size_t count, size_t block_size, float divisor, bool stochastic,
+                            uint64_t seed, float* residual, int8_t* q_out, float* scales_out) {
+  if (count == 0 || nsrc == 0 || !quant_block_size_ok(block_size)) return;
+  const QuantTable* t = quant_table();
+  const QuantFn quant = t->quant[0][residual != nullptr][stochastic];
+  // A stretch of whole blocks (kQuantMaxBlock is a multiple of every block
+  // size), small enough to stay in L1 between the passes.
+  alignas(64) float acc[kQuantMaxBlock];
+  for (size_t i = 0; i < count; i += kQuantMaxBlock) {
+    const size_t n = std::min(kQuantMaxBlock, count - i), blk = i / block_size;
+    t->dequant[0](q[0] + i, scales[0] + blk, n, block_size, acc);
+    for (size_t s = 1; s < nsrc; ++s) t->dequant[1](q[s] + i, scales[s] + blk, n, block_size, acc);
+    if (divisor != 1.0f) {
+      for (size_t j = 0; j < n; ++j) acc[j] = acc[j] / divisor;
+    }
+    quant(acc, n, block_size, seed, i, residual ? residual + i : nullptr, q_out + i,
+          scales_out + blk);
+  }
 }
 
 }  // namespace kernels

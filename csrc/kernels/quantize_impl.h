@@ -34,8 +34,10 @@ namespace pycomm {
 namespace kernels {
 
 // One block-loop per (input type, error feedback, stochastic rounding).
+// index_base: the stochastic-rounding counter of element 0, so that a call on
+// part of a tensor draws what a call on all of it would.
 using QuantFn = void (*)(const void* x, size_t count, size_t block_size, uint64_t seed,
-                         float* residual, int8_t* q, float* scales);
+                         uint64_t index_base, float* residual, int8_t* q, float* scales);
 using DequantFn = void (*)(const int8_t* q, const float* scales, size_t count,
                            size_t block_size, float* out);
 
@@ -161,7 +163,7 @@ inline float clamp127(float t) {
 
 template <class In, bool kFeedback, bool kStochastic>
 void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t seed,
-                     float* residual, int8_t* q, float* scales) {
+                     uint64_t index_base, float* residual, int8_t* q, float* scales) {
   const auto* x = static_cast<const typename In::T*>(xv);
   alignas(64) float v[kQuantMaxBlock];
   for (size_t b0 = 0, blk = 0; b0 < count; b0 += block_size, ++blk) {
@@ -192,7 +194,7 @@ void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t s
     for (size_t j = 0; j < n; ++j) {
       float r;
       if (kStochastic) {
-        const float s = clamp127(v[j] / scale + uniform24(seed, b0 + j));
+        const float s = clamp127(v[j] / scale + uniform24(seed, index_base + b0 + j));
         r = rne(s);
         r = r - select(r > s, 1.0f, 0.0f);  // floor (r is never -0)
       } else {

@@ -39,8 +39,11 @@ inline size_t quant_num_blocks(size_t count, size_t block_size) {
 // nothing). q: count int8; scales: quant_num_blocks() float32. residual:
 // null, or count float32 read and updated in place (error feedback).
 // `stochastic` rounds with the hash of (seed, index): reproducible, unbiased.
+// index_base is the counter of element 0 (a part of a tensor draws what the
+// whole tensor would).
 void quantize_int8(const void* x, DType dtype, size_t count, size_t block_size, bool stochastic,
-                   uint64_t seed, float* residual, int8_t* q, float* scales);
+                   uint64_t seed, float* residual, int8_t* q, float* scales,
+                   uint64_t index_base = 0);
 
 // out[i] = q[i] * scales[i / block_size] (float32).
 void dequantize_int8(const int8_t* q, const float* scales, size_t count, size_t block_size,
@@ -50,6 +53,19 @@ void dequantize_int8(const int8_t* q, const float* scales, size_t count, size_t 
 // reduction, without a float32 temporary (a product, then a sum: no FMA).
 void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t count,
                                 size_t block_size, float* acc);
+
+// The owner's step of a compressed reduction, fused: per element
+//   acc = dq(src 0) + dq(src 1) + ... (float32, in source order)
+//   acc = acc / divisor                     (only when divisor != 1)
+// then quantize_int8(acc) as float32 input, with residual/stochastic/seed as
+// there (index = element index within this call). q[s] / scales[s] are
+// source s's int8 values and block scales for the same `count` elements.
+// The float32 sum never leaves the cache: it is formed and requantized one
+// stretch of blocks at a time. The CUDA kernel of the same name matches it
+// bit for bit.
+void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, size_t nsrc,
+                            size_t count, size_t block_size, float divisor, bool stochastic,
+                            uint64_t seed, float* residual, int8_t* q_out, float* scales_out);
 
 }  // namespace kernels
 }  // namespace pycomm

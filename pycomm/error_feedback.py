@@ -1,0 +1,73 @@
+"""Error feedback for compressed collectives: what int8 rounding left out of
+one step is added to the next, so nothing is lost over training, only delayed.
+
+    ef = pycomm.ErrorFeedback()        # one per tensor, owned by the caller
+    comm.allreduce(grad, compress="int8", error_feedback=ef)
+
+A compressed allreduce rounds twice, so it keeps two residuals (as 1-bit Adam
+keeps worker and server errors): this rank's contribution (the whole tensor)
+and the quantized sum of the slice this rank owns. The state allocates on
+first use, refuses a tensor or communicator it was not made for, and
+round-trips through state_dict / load_state_dict for checkpoints.
+"""
+import numpy as np
+
+__all__ = ["ErrorFeedback"]
+
+_LAYOUT_KEYS = ("op", "count", "world_size", "rank", "block_size")
+
+
+class ErrorFeedback:
+    """Residuals of one tensor's compressed allreduce or reduce_scatter."""
+
+    def __init__(self):
+        self._layout = None
+        self.worker = None  # float32, the input's element count
+        self.owner = None   # float32, this rank's slice (allreduce only)
+
+    @property
+    def initialized(self):
+        return self._layout is not None
+
+    def reset(self):
+        """Forget the residuals (the next call starts from zero)."""
+        self._layout = None
+        self.worker = self.owner = None
+
+    def _buffers(self, layout, owned):
+        # Called by Communicator: the residual arrays for this call's layout.
+        if self._layout is None:
+            self._layout = dict(layout)
+            self.worker = np.zeros(layout["count"], dtype=np.float32)
+            self.owner = np.zeros(owned, dtype=np.float32) if layout["op"] == "allreduce" else None
+        elif self._layout != layout:
+            diff = ", ".join(f"{k} {self._layout[k]} -> {layout[k]}" for k in _LAYOUT_KEYS
+                             if self._layout[k] != layout[k])
+            raise ValueError(f"this ErrorFeedback belongs to another tensor or communicator ({diff}): "
+                             "use one ErrorFeedback per tensor, or reset() it")
+        return self.worker, self.owner
+
+    def state_dict(self):
+        """A dict of plain values and numpy arrays (copies), for checkpoints."""
+        if self._layout is None:
+            return {"layout": None}
+        return {"layout": dict(self._layout), "worker": self.worker.copy(),
+                "owner": None if self.owner is None else self.owner.copy()}
+
+    def load_state_dict(self, state):
+        """Restore what state_dict returned (the same rank's, for the same tensor)."""
+        layout = state.get("layout")
+        if layout is None:
+            self.reset()
+            return
+        if set(layout) != set(_LAYOUT_KEYS):
+            raise ValueError(f"not an ErrorFeedback state: layout keys {sorted(layout)}")
+        worker = np.asarray(state["worker"], dtype=np.float32)
+        if worker.shape != (layout["count"],):
+            raise ValueError(f"worker residual has shape {worker.shape}, layout says {layout['count']} elements")
+        owner = state.get("owner")
+        if (owner is None) != (layout["op"] != "allreduce"):
+            raise ValueError("owner residual present for reduce_scatter or missing for allreduce")
+        self._layout = dict(layout)
+        self.worker = worker.copy()
+        self.owner = None if owner is None else np.array(owner, dtype=np.float32)

@@ -1,0 +1,216 @@
+"""Compressed (int8) allreduce and reduce-scatter on real ranks.
+
+Deterministic rounding makes the result exactly predictable from the kernels
+alone: the owner's sum is block-wise, so quantize every rank's input,
+reduce-requantize, dequantize in one process (pycomm's own kernels) and the
+ranks must hold exactly those bytes, whatever the slicing and the rounds.
+Also: error vs the float64 reference, bitwise identity across ranks,
+stochastic rounding reproducible, NaN propagation, error feedback (exact
+residuals, and no drift of the running sum over 100 steps).
+Exit status non-zero on the first wrong result."""
+import numpy as np
+
+import pycomm
+from pycomm import _C
+from common import check_identical, comm_from_env, log
+
+SEED = 4321
+COUNTS = [0, 1, 5, 63, 64, 65, 200, 1000, 4097, 100003]
+
+
+def inputs(n, count, dtype, step=0):
+    xs = [np.random.default_rng([SEED, step, p, count]).standard_normal(count).astype(np.float32)
+          for p in range(n)]
+    if dtype == "float16":
+        xs = [x.astype(np.float16) for x in xs]
+    return xs
+
+
+def as_torch(x, dtype):
+    import torch
+    return torch.from_numpy(x).to(getattr(torch, dtype))
+
+
+def widened(x):
+    return np.asarray(x.float() if hasattr(x, "float") else x, dtype=np.float32)
+
+
+def rel_rms(got, ref):
+    if ref.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean((got - ref) ** 2)) / max(np.sqrt(np.mean(ref ** 2)), 1e-30))
+
+
+def owner_slices(count, n, block):
+    nblk = -(-count // block)
+    off = [c * (nblk // n) + min(c, nblk % n) for c in range(n + 1)]
+    return [(min(count, off[j] * block), min(count, off[j + 1] * block)) for j in range(n)]
+
+
+def simulate_allreduce(xs, op, block, worker=None, owner=None):
+    """The exact result of a deterministic compressed allreduce; updates the
+    residual arrays (per rank / whole tensor) like the ranks do."""
+    n, count = len(xs), widened(xs[0]).size
+    qs, ss = [], []
+    for p, x in enumerate(xs):
+        q, s = pycomm.quantize_int8(x, block_size=block,
+                                    residual=None if worker is None else worker[p])
+        qs.append(q)
+        ss.append(s)
+    Q = np.empty(count, np.int8)
+    S = np.empty(-(-count // block), np.float32)
+    _C._reduce_requantize_int8(qs, ss, block, float(n) if op == "avg" else 1.0, False, 0, owner, Q, S)
+    return pycomm.dequantize_int8(Q, S, block_size=block)
+
+
+def simulate_reduce_scatter(xs, op, block, rank, count):
+    n = len(xs)
+    acc = None
+    for x in xs:
+        q, s = pycomm.quantize_int8(x[rank * count:(rank + 1) * count], block_size=block)
+        d = pycomm.dequantize_int8(q, s, block_size=block)
+        acc = d if acc is None else acc + d
+    return acc / np.float32(n) if op == "avg" else acc
+
+
+def check_allreduce(comm, count, dtype, op, block):
+    n, r = comm.size, comm.rank
+    xs = inputs(n, count, dtype)
+    if dtype == "bfloat16":
+        xs = [as_torch(x, dtype) for x in xs]
+    what = f"int8 allreduce {dtype} {op} count={count} block={block}"
+    want = simulate_allreduce(xs, op, block)
+    ref = np.sum([widened(x).astype(np.float64) for x in xs], axis=0)
+    if op == "avg":
+        ref = ref / n
+    if dtype == "float32":
+        x = xs[r].copy()
+        got = comm.allreduce(x, op=op, compress="int8", block_size=block)
+        assert got is x, what + ": float32 allreduce is in place"
+    else:
+        got = comm.allreduce(xs[r], op=op, compress="int8", block_size=block)
+        assert widened(got).dtype == np.float32 and got.dtype in (np.float32, getattr(got, "dtype", None))
+    got = widened(got)
+    assert np.array_equal(got.view(np.int32), want.view(np.int32)), \
+        f"{what}: differs from the single-process simulation at {np.flatnonzero(got != want)[:5]}"
+    check_identical(comm, got, what)
+    err = rel_rms(got, ref)
+    bound = 0.010 if block <= 64 else 0.015 if block <= 256 else 0.02  # a larger block, a coarser scale
+    if count >= 1000:
+        assert err <= bound, f"{what}: normalized RMS error {err:.4%} > {bound:.1%}"
+    out = np.empty(count, np.float32)
+    comm.allreduce(xs[r], op=op, compress="int8", block_size=block, out=out)
+    assert np.array_equal(out.view(np.int32), want.view(np.int32)), what + ": out of place differs"
+    return err
+
+
+def check_reduce_scatter(comm, count, dtype, op, block):
+    n, r = comm.size, comm.rank
+    xs = inputs(n, count * n, dtype)
+    what = f"int8 reduce_scatter {dtype} {op} count={count} block={block}"
+    want = simulate_reduce_scatter(xs, op, block, r, count)
+    got = comm.reduce_scatter(xs[r], op=op, compress="int8", block_size=block)
+    assert got.dtype == np.float32 and got.size == count, what
+    assert np.array_equal(got.view(np.int32), want.view(np.int32)), what + ": differs from the simulation"
+    if dtype == "float32":  # in place: out is this rank's block of x
+        x = xs[r].copy()
+        comm.reduce_scatter(x, op=op, compress="int8", block_size=block, out=x[r * count:(r + 1) * count])
+        assert np.array_equal(x[r * count:(r + 1) * count], got), what + ": in place differs"
+
+
+def check_stochastic(comm):
+    n, r = comm.size, comm.rank
+    xs = inputs(n, 5000, "float32")
+    a = comm.allreduce(xs[r], compress="int8", stochastic=True, seed=7, out=np.empty(5000, np.float32))
+    b = comm.allreduce(xs[r], compress="int8", stochastic=True, seed=7, out=np.empty(5000, np.float32))
+    c = comm.allreduce(xs[r], compress="int8", stochastic=True, seed=8, out=np.empty(5000, np.float32))
+    assert np.array_equal(a, b), "stochastic rounding with one seed is not reproducible"
+    assert not np.array_equal(a, c), "stochastic rounding ignores the seed"
+    check_identical(comm, a, "stochastic")
+    ref = np.sum([x.astype(np.float64) for x in xs], axis=0)
+    assert rel_rms(a, ref) <= 0.02, f"stochastic error {rel_rms(a, ref):.4%}"
+
+
+def check_nonfinite(comm):
+    n, r = comm.size, comm.rank
+    x = inputs(n, 640, "float32")[r]
+    if r == n - 1:
+        x[130] = np.nan  # block 2 at block size 64
+        x[600] = np.inf  # block 9
+    got = comm.allreduce(x, compress="int8", out=np.empty(640, np.float32))
+    bad = ~np.isfinite(got)
+    assert bad[128:192].all() and bad[576:640].all(), "a non-finite block came out finite"
+    assert not bad[:128].any() and not bad[192:576].any(), "non-finite values leaked into other blocks"
+    check_identical(comm, got, "nonfinite")
+
+
+def check_error_feedback(comm, count=3000, block=64, steps=100):
+    n, r = comm.size, comm.rank
+    ef = pycomm.ErrorFeedback()
+    worker = [np.zeros(count, np.float32) for _ in range(n)]  # simulated, every rank's
+    owner = np.zeros(count, np.float32)
+    lo, hi = owner_slices(count, n, block)[r]
+    run_ef = run_plain = exact = 0.0
+    step_err = []
+    for t in range(steps):
+        xs = inputs(n, count, "float32", step=t + 1)
+        want = simulate_allreduce(xs, "sum", block, worker, owner)
+        got = comm.allreduce(xs[r].copy(), compress="int8", error_feedback=ef)
+        assert np.array_equal(got, want), f"error feedback step {t}: differs from the simulation"
+        assert np.array_equal(ef.worker, worker[r]) and np.array_equal(ef.owner, owner[lo:hi]), \
+            f"error feedback step {t}: residuals differ from the simulation"
+        plain = comm.allreduce(xs[r].copy(), compress="int8")
+        e = np.sum([x.astype(np.float64) for x in xs], axis=0)
+        step_err.append(np.sqrt(np.mean((plain - e) ** 2)))
+        run_ef, run_plain, exact = run_ef + got, run_plain + plain, exact + e
+    drift_ef = np.sqrt(np.mean((run_ef - exact) ** 2))
+    drift_plain = np.sqrt(np.mean((run_plain - exact) ** 2))
+    one_step = max(step_err)
+    assert drift_ef <= 1.5 * one_step, f"error feedback drifts: {drift_ef:.3g} vs one step {one_step:.3g}"
+    assert drift_plain > 3 * one_step, "without error feedback the error should accumulate"
+    # A checkpoint restores the same state.
+    state = ef.state_dict()
+    ef2 = pycomm.ErrorFeedback()
+    ef2.load_state_dict(state)
+    x = inputs(n, count, "float32", step=999)[r]
+    a = comm.allreduce(x.copy(), compress="int8", error_feedback=ef)
+    b = comm.allreduce(x.copy(), compress="int8", error_feedback=ef2)
+    assert np.array_equal(a, b) and np.array_equal(ef.owner, ef2.owner), "restored state differs"
+    try:
+        comm.allreduce(np.zeros(count + 1, np.float32), compress="int8", error_feedback=ef)
+    except ValueError as e:
+        assert "count" in str(e), e
+    else:
+        raise AssertionError("an ErrorFeedback accepted a tensor of another size")
+    log(comm, f"error feedback: running-sum drift {drift_ef:.3g} with, {drift_plain:.3g} without "
+        f"(one step {one_step:.3g})")
+
+
+def main():
+    comm = comm_from_env()
+    # Tiny pieces as well: many rounds even for small counts.
+    small = comm_from_env(options={"int8_piece_bytes": 256})
+    n = comm.size
+    errs = []
+    for c in (comm, small):
+        for count in COUNTS:
+            for op in ("sum", "avg"):
+                errs.append(check_allreduce(c, count, "float32", op, 64))
+                check_reduce_scatter(c, count, "float32", op, 64)
+    for dtype in ("float16", "bfloat16"):
+        for count in (0, 77, 5000):
+            check_allreduce(comm, count, dtype, "sum", 64)
+    check_reduce_scatter(comm, 300, "float16", "avg", 32)
+    for block in (32, 256, 4096):
+        check_allreduce(small, 10000, "float32", "sum", block)
+    check_stochastic(comm)
+    check_nonfinite(comm)
+    check_error_feedback(small)
+    log(comm, f"largest normalized RMS error {max(errs):.4%}")
+    small.close()
+    comm.close()
+    log(comm, f"compressed ok on {n} ranks")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Compressed (int8) collectives: the real-rank programs (ranks/compressed.py)
+on 1-4 ranks and both transports, the owner's fused kernel against its
+definition, the error for simulated world sizes up to 64, ErrorFeedback's
+state, and argument checking on a world of one."""
+import numpy as np
+import pytest
+
+import pycomm
+from pycomm import _C
+from isa_paths import isa  # noqa: F401 - a fixture
+
+
+@pytest.mark.parametrize("transport,nranks", [("shm", 1), ("shm", 2), ("shm", 3), ("shm", 4),
+                                              ("tcp", 2), ("tcp", 3)])
+def test_compressed_ranks(ranks, nranks, transport):
+    proc = ranks(nranks, "compressed.py", env={"TEST_TRANSPORT": transport})
+    assert f"compressed ok on {nranks} ranks" in proc.stdout
+
+
+def quantized_sources(nsrc, count, block, seed=0):
+    rng = np.random.default_rng(seed)
+    qs, ss = [], []
+    for _ in range(nsrc):
+        q, s = pycomm.quantize_int8(rng.standard_normal(count).astype(np.float32), block_size=block)
+        qs.append(q)
+        ss.append(s)
+    return qs, ss
+
+
+@pytest.mark.parametrize("nsrc", [1, 2, 5])
+@pytest.mark.parametrize("count", [1, 63, 4097, 20000])
+@pytest.mark.parametrize("mode", ["rne", "avg+feedback", "stochastic+feedback"])
+def test_reduce_requantize_is_its_definition(isa, nsrc, count, mode):
+    block = 64
+    qs, ss = quantized_sources(nsrc, count, block, seed=count)
+    divisor = float(nsrc) if "avg" in mode else 1.0
+    stochastic = "stochastic" in mode
+    res = np.random.default_rng(1).standard_normal(count).astype(np.float32) * 0.01 \
+        if "feedback" in mode else None
+    # The definition: dequantize-accumulate in order, divide, quantize.
+    acc = np.empty(count, np.float32)
+    _C._dequantize_int8(qs[0], ss[0], block, acc, False)
+    for q, s in zip(qs[1:], ss[1:]):
+        _C._dequantize_int8(q, s, block, acc, True)
+    if divisor != 1.0:
+        acc = acc / np.float32(divisor)
+    want_res = None if res is None else res.copy()
+    want_q, want_s = pycomm.quantize_int8(acc, block_size=block, stochastic=stochastic, seed=99,
+                                          residual=want_res)
+    q = np.empty(count, np.int8)
+    s = np.empty(-(-count // block), np.float32)
+    _C._reduce_requantize_int8(qs, ss, block, divisor, stochastic, 99, res, q, s)
+    assert np.array_equal(q, want_q)
+    assert np.array_equal(s.view(np.int32), want_s.view(np.int32))
+    if res is not None:
+        assert np.array_equal(res.view(np.int32), want_res.view(np.int32))
+
+
+def test_error_flat_in_world_size():
+    """Two roundings whatever the world size: the error does not grow with it."""
+    count, block = 1 << 16, 64
+    errs = {}
+    for world in (2, 4, 8, 16, 32, 64):
+        rng = np.random.default_rng(world)
+        xs = [rng.standard_normal(count).astype(np.float32) for _ in range(world)]
+        qs, ss = zip(*(pycomm.quantize_int8(x, block_size=block) for x in xs))
+        Q = np.empty(count, np.int8)
+        S = np.empty(count // block, np.float32)
+        _C._reduce_requantize_int8(list(qs), list(ss), block, 1.0, False, 0, None, Q, S)
+        got = pycomm.dequantize_int8(Q, S, block_size=block).astype(np.float64)
+        ref = np.sum([x.astype(np.float64) for x in xs], axis=0)
+        errs[world] = np.sqrt(np.mean((got - ref) ** 2) / np.mean(ref ** 2))
+    assert max(errs.values()) <= 0.010, errs
+    assert errs[64] <= 1.2 * errs[2], errs
+
+
+def test_error_feedback_state():
+    ef = pycomm.ErrorFeedback()
+    assert not ef.initialized and ef.state_dict() == {"layout": None}
+    layout = {"op": "allreduce", "count": 10, "world_size": 2, "rank": 1, "block_size": 64}
+    worker, owner = ef._buffers(layout, 3)
+    assert worker.shape == (10,) and owner.shape == (3,) and not worker.any()
+    worker += 1
+    state = ef.state_dict()
+    worker += 1  # a state_dict is a copy
+    other = pycomm.ErrorFeedback()
+    other.load_state_dict(state)
+    assert np.array_equal(other.worker, np.ones(10, np.float32)) and other._layout == layout
+    with pytest.raises(ValueError, match="count 10 -> 11"):
+        ef._buffers({**layout, "count": 11}, 3)
+    with pytest.raises(ValueError, match="block_size"):
+        ef._buffers({**layout, "block_size": 32}, 3)
+    with pytest.raises(ValueError, match="shape"):
+        other.load_state_dict({**state, "worker": np.zeros(4, np.float32)})
+    with pytest.raises(ValueError, match="owner"):
+        other.load_state_dict({**state, "owner": None})
+    ef.reset()
+    assert not ef.initialized
+    other.load_state_dict({"layout": None})
+    assert not other.initialized
+
+
+@pytest.fixture
+def comm(tmp_path):
+    store = pycomm.FileStore(str(tmp_path / "store"))
+    c = pycomm.Communicator(0, 1, store, timeout=10)
+    yield c
+    c.close()
+    store.close()
+
+
+def test_world_of_one(comm):
+    x = np.linspace(-3, 3, 1000, dtype=np.float32)
+    ef = pycomm.ErrorFeedback()
+    got = comm.allreduce(x.copy(), op="avg", compress="int8", error_feedback=ef)
+    q, s = pycomm.quantize_int8(x)
+    Q = np.empty_like(q)
+    S = np.empty_like(s)
+    _C._reduce_requantize_int8([q], [s], 64, 1.0, False, 0, None, Q, S)
+    assert np.array_equal(got, pycomm.dequantize_int8(Q, S))
+    assert ef.worker.shape == (1000,) and ef.owner.shape == (1000,)
+    assert np.array_equal(comm.reduce_scatter(x, compress="int8"), pycomm.dequantize_int8(q, s))
+    w = comm.allreduce(x.copy(), compress="int8", async_op=True)
+    w.wait()
+    half = comm.allreduce(x.astype(np.float16), compress="int8")
+    assert half.dtype == np.float32 and half.size == 1000
+
+
+def test_torch_bfloat16_input(comm):
+    torch = pytest.importorskip("torch")
+    x = torch.linspace(-1, 1, 300, dtype=torch.bfloat16)
+    out = comm.allreduce(x, compress="int8")
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    q, s = pycomm.quantize_int8(x)
+    Q, S = np.empty_like(q), np.empty_like(s)
+    _C._reduce_requantize_int8([q], [s], 64, 1.0, False, 0, None, Q, S)
+    assert np.array_equal(out.numpy(), pycomm.dequantize_int8(Q, S))
+
+
+BAD = [
+    (dict(compress="int4"), ValueError, "compress"),
+    (dict(compress="int8", op="max"), ValueError, "sum and avg"),
+    (dict(compress="int8", block_size=48), ValueError, "power of two"),
+    (dict(compress="int8", block_size=64.0), TypeError, "block_size"),
+    (dict(compress="int8", error_feedback={}), TypeError, "ErrorFeedback"),
+    (dict(compress="int8", seed="7"), TypeError, "seed"),
+    (dict(error_feedback=pycomm.ErrorFeedback()), ValueError, "compress='int8'"),
+    (dict(stochastic=True), ValueError, "compress='int8'"),
+    (dict(compress="int8", out=np.empty(100, np.float64)), TypeError, "float32"),
+    (dict(compress="int8", out=np.empty(99, np.float32)), ValueError, "100 elements"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,match", BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_arguments(comm, kwargs, exc, match):
+    x = np.ones(100, np.float32)
+    with pytest.raises(exc, match=match):
+        comm.allreduce(x, **kwargs)
+    assert np.array_equal(comm.allreduce(x.copy(), compress="int8"), x)  # still usable
+
+
+def test_bad_inputs(comm):
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        comm.allreduce(np.ones(10, np.int32), compress="int8")
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        comm.allreduce(np.ones(10, np.float64), compress="int8", out=np.empty(10, np.float32))
+    x = np.ones(200, np.float32)
+    with pytest.raises(ValueError, match="overlaps"):
+        comm.allreduce(x[:100], compress="int8", out=x[50:150])
+    with pytest.raises(ValueError, match="comm.size . out.size"):
+        comm.reduce_scatter(np.ones(10, np.float32), compress="int8", out=np.empty(3, np.float32))
+    ef = pycomm.ErrorFeedback()
+    with pytest.raises(TypeError):
+        comm.allreduce(np.ones(10, np.int32), compress="int8", error_feedback=ef)
+    assert not ef.initialized  # a refused call allocates nothing
+    assert np.array_equal(comm.allreduce(x.copy(), compress="int8"), x)
