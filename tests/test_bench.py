@@ -119,6 +119,36 @@ def test_cli_two_ranks(op, tmp_path):
     assert "# Out of bounds values : pycomm 0 OK" in text
 
 
+@pytest.mark.parametrize("op", ["allreduce", "reduce_scatter"])
+def test_compressed_next_to_float32(op, tmp_path):
+    out = tmp_path / "rows.json"
+    text = bench(op, "--compress", "int8", "-n", "2", "-b", "8", "-e", "256K", "-f", "8", "--check",
+                 "--compare", "pycomm", "--json", str(out), "--iters", "5", "--warmup", "1",
+                 "--timeout", "60")
+    rows = load(out)
+    assert sorted({r["library"] for r in rows}) == ["pycomm", "pycomm-int8"]
+    check_rows(rows, op)
+    lossy = [r for r in rows if r["library"] == "pycomm-int8"]
+    # The error columns: bounded, and not zero (it is measured, not assumed).
+    assert all(0 < r["rms_err"] <= 0.01 and r["rms_err"] <= r["max_err"] < 0.05 for r in lossy if r["count"] >= 64)
+    assert "maxerr" in text and "rmserr" in text and "pycomm-int8 0 OK, pycomm 0 OK" in text
+
+
+def test_compress_needs_float_sum(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["allgather", "--compress", "int8"])
+    assert "--compress int8 measures" in capsys.readouterr().err
+
+
+def test_kernels_table(capsys):
+    assert cli.main(["kernels", "-e", "64K", "--iters", "2"]) == 0
+    text = capsys.readouterr().out
+    for name in ("memcpy", "quantize + error feedback", "dequantize-accumulate", "reduce-requantize"):
+        assert f"| {name}" in text
+    rows = [line for line in text.splitlines() if line.startswith("| quantize |")]
+    assert rows and all(float(c) > 0 for c in rows[0].strip("|").split("|")[1:])
+
+
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
 def test_compare_gloo_bfloat16(tmp_path):
     out = tmp_path / "rows.json"

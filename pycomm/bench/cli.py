@@ -72,6 +72,10 @@ def parser():
     p.add_argument("--compare", type=_libraries, default=[], metavar="LIBS",
                    help="comma-separated libraries to compare against: mpi, gloo")
     p.add_argument("--transport", choices=("auto", "shm", "tcp"), help="pycomm transport (default auto)")
+    p.add_argument("--compress", choices=("int8",),
+                   help="measure pycomm's compressed collective (library pycomm-int8; float32, sum/avg); "
+                        "algbw counts the uncompressed bytes")
+    p.add_argument("--block-size", type=int, default=64, help="int8 quantization block (default 64)")
     p.add_argument("--timeout", type=float, help="with -n: stop everything after this many seconds")
     p.add_argument("--rows-out", help=argparse.SUPPRESS)  # launcher <-> ranks
     return p
@@ -91,6 +95,12 @@ def validate(p, args):
     for n in ("iters", "warmup"):
         if getattr(args, n) is not None and getattr(args, n) < (1 if n == "iters" else 0):
             p.error(f"--{n} is too small")
+    if args.compress:
+        if args.op not in ("allreduce", "reduce_scatter") or args.datatype != "float32" \
+                or args.redop not in ("sum", "avg"):
+            p.error("--compress int8 measures allreduce or reduce_scatter of float32 with -o sum or avg")
+        if args.library == "pycomm":
+            args.library = "pycomm-int8"
     args.libraries = list(dict.fromkeys([args.library, *args.compare]))
 
 
@@ -106,6 +116,8 @@ def rank_args(args, libraries, rows_out):
             "--library", libraries[0], "--rows-out", rows_out]
     if libraries[1:]:
         argv += ["--compare", ",".join(libraries[1:])]
+    if "pycomm-int8" in libraries:
+        argv += ["--block-size", str(args.block_size)]
     for name in ("iters", "warmup", "transport"):
         if getattr(args, name) is not None:
             argv += [f"--{name}", str(getattr(args, name))]
@@ -119,7 +131,8 @@ def run_rank(args):
     spec = spec_of(args, world.size)
     rows, notes = [], []
     for lib in args.libraries:
-        backend = BACKENDS[lib](world, transport=args.transport)
+        extra = {"block_size": args.block_size} if lib == "pycomm-int8" else {}
+        backend = BACKENDS[lib](world, transport=args.transport, **extra)
         why = backend.unsupported(args.op, spec.dtype, spec.redop)
         if why:
             notes.append(f"skipping {lib}: {why}")
@@ -222,6 +235,10 @@ def finish(args, rows, notes, nranks):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kernels"]:  # single-process kernel throughput
+        from . import kernels
+        return kernels.main(argv[1:])
     p = parser()
     args = p.parse_args(argv)
     validate(p, args)

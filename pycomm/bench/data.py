@@ -162,6 +162,26 @@ def check(op, spec, rank, out, count, root=0):
     return wrong
 
 
+def error_sums(op, spec, rank, out, count):
+    """For a lossy (compressed) allreduce/reduce_scatter: [sum of squared errors,
+    sum of squared reference values, largest absolute error, element count,
+    non-finite outputs] of this rank's output, against the float64 reduction."""
+    sse = ssr = worst = 0.0
+    nonfinite = 0
+    off = rank * count if op == "reduce_scatter" else 0
+    for a, b in _slices(count):
+        xs = [to_reference(spec.inputs(r, off + a, off + b), spec.dtype) for r in range(spec.nranks)]
+        expected, _ = spec.reduce(xs)
+        got = to_reference(out[a:b], spec.dtype)
+        finite = np.isfinite(got)
+        nonfinite += int(np.count_nonzero(~finite))
+        err = np.abs(got[finite] - expected[finite])
+        sse += float(np.sum(err ** 2))
+        ssr += float(np.sum(expected ** 2))
+        worst = max(worst, float(err.max(initial=0.0)))
+    return [sse, ssr, worst, float(count), float(nonfinite)]
+
+
 def digest(array):
     """A 62-bit hash of the array's bytes (fits int64 with its negation)."""
     h = hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=8)

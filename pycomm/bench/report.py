@@ -5,6 +5,8 @@ import json
 PRIMARY_COLS = [("size", "(B)", 12), ("count", "(elements)", 12), ("type", "", 9), ("redop", "", 6),
                 ("time", "(us)", 9), ("algbw", "(GB/s)", 7), ("busbw", "(GB/s)", 7), ("#wrong", "", 7),
                 ("p99", "(us)", 9)]
+# A lossy (compressed) library adds its error: largest and RMS, relative to the reference's RMS.
+ERROR_COLS = [("maxerr", "(%)", 8), ("rmserr", "(%)", 8)]
 COMPARE_COLS = [("time", "(us)", 9), ("busbw", "(GB/s)", 7), ("ratio", "(x)", 7)]
 SEP = " |"
 
@@ -34,14 +36,15 @@ def table(rows, primary, others=()):
         by_lib.setdefault(r["library"], {})[r["bytes"]] = r
     mine = by_lib.get(primary, {})
     others = [o for o in others if o in by_lib]
+    primary_cols = PRIMARY_COLS + (ERROR_COLS if any("rms_err" in r for r in mine.values()) else [])
 
     def label(lib, cols):
         return f"{lib:^{sum(w for _, _, w in cols)}}"
 
-    groups = [label(primary, PRIMARY_COLS)] if mine else []
+    groups = [label(primary, primary_cols)] if mine else []
     groups += [label(o, COMPARE_COLS) for o in others]
-    titles = [_line([t for t, _, _ in PRIMARY_COLS], PRIMARY_COLS)]
-    units = [_line([u for _, u, _ in PRIMARY_COLS], PRIMARY_COLS)]
+    titles = [_line([t for t, _, _ in primary_cols], primary_cols)]
+    units = [_line([u for _, u, _ in primary_cols], primary_cols)]
     for _ in others:
         titles.append(_line([t for t, _, _ in COMPARE_COLS], COMPARE_COLS))
         units.append(_line([u for _, u, _ in COMPARE_COLS], COMPARE_COLS))
@@ -52,7 +55,10 @@ def table(rows, primary, others=()):
         r = mine.get(size)
         cells = [_line([r["bytes"], r["count"], r["dtype"], r["redop"], fmt_time(r["time_us"]),
                         f"{r['algbw_GBps']:.2f}", f"{r['busbw_GBps']:.2f}", fmt_wrong(r["wrong"]),
-                        fmt_time(r["p99_us"])], PRIMARY_COLS) if r else _blank(PRIMARY_COLS)]
+                        fmt_time(r["p99_us"])]
+                       + ([f"{100 * r['max_err']:.3f}", f"{100 * r['rms_err']:.3f}"]
+                          if len(primary_cols) > len(PRIMARY_COLS) else []), primary_cols)
+                 if r else _blank(primary_cols)]
         for o in others:
             x = by_lib[o].get(size)
             if x is None:

@@ -87,8 +87,16 @@ def measure(backend, op, p, spec, iters, warmup, check):
 
     row = stats_row(op, p, spec, times)
     row.update(iters=iters, warmup=warmup, wrong=None, identical=None)
+    lossy = getattr(backend, "lossy", False)
+    if lossy:  # compressed: the error is part of the result, measured always
+        sse, ssr, worst, n, nonfinite = data.error_sums(op, spec, backend.rank, recv, p.count)
+        sums = backend.allreduce_array(np.array([sse, ssr, n, nonfinite]), "sum")
+        worst = backend.allreduce_array(np.array([worst]), "max")[0]
+        ref_rms = np.sqrt(sums[1] / sums[2]) if sums[1] > 0 else 1.0
+        row.update(rms_err=float(np.sqrt(sums[0] / sums[2]) / ref_rms), max_err=float(worst / ref_rms))
     if check:
-        wrong = data.check(op, spec, backend.rank, recv, p.count)
+        # A lossy result is wrong only where it is not finite; its error has its own columns.
+        wrong = int(nonfinite) if lossy else data.check(op, spec, backend.rank, recv, p.count)
         row["wrong"] = int(backend.allreduce_array(np.array([wrong], np.int64), "sum")[0])
         if op != "reduce_scatter":  # every rank holds the same result: it must be bitwise identical
             h = data.digest(recv)
