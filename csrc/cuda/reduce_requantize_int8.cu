@@ -1,0 +1,157 @@
+// The owner's step of the compressed allreduce in one pass (cuda_kernels.h:
+// reduce_requantize_int8): dequantize and sum nsrc int8 contributions in
+// float32, divide, add the residual, and quantize the result, one group of
+// threads per quantization block (quant_block.cuh). Bitwise the CPU's
+// dequantize_int8, dequantize_accumulate_int8, float32 division and
+// quantize_int8 in that order.
+#include <cuda_runtime.h>
+
+#include "common/error.h"
+#include "cuda/cuda_kernels.h"
+#include "cuda/launch.cuh"
+#include "cuda/numeric.cuh"
+#include "cuda/quant_block.cuh"
+#include "kernels/quantize_int8.h"
+
+namespace pycomm {
+namespace cuda {
+namespace {
+
+using quant::Group;
+
+// By value in the kernel's parameters, like reduce.cu's Sources.
+struct QSources {
+  const int8_t* q[kMaxReduceSources];
+  const float* s[kMaxReduceSources];
+  int n;
+};
+
+// Sources whose loads are issued together before any is summed: enough bytes
+// in flight without holding every source in registers. (For 4096-element
+// blocks this takes ~126 registers, 2 CUDA blocks an SM; each thread then
+// has 16 residuals and 4 x 16 q bytes in flight, which is plenty, and capping
+// the registers spills.)
+constexpr int kBatch = 4;
+
+template <int EPT>
+__global__ void __launch_bounds__(quant::kThreads)
+    reduce_requantize_kernel(QSources src, size_t count, int block_size, float divisor,
+                             bool stochastic, uint64_t seed, float* residual, int8_t* q_out,
+                             float* s_out, bool vec) {
+  constexpr int C = EPT / 4;  // chunks per thread
+  __shared__ uint32_t warp_max[quant::kThreads / 32];
+  const Group g = quant::make_group<EPT>(block_size, count);
+  const bool live = g.n > 0;
+
+  float res[EPT];
+  if (residual) {
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int e = quant::chunk_offset(g, c);
+      const float* p = residual + g.b0 + e;
+      if (vec && g.n - e >= 4) {
+        const float4 f = *reinterpret_cast<const float4*>(p);
+        res[c * 4] = f.x, res[c * 4 + 1] = f.y, res[c * 4 + 2] = f.z, res[c * 4 + 3] = f.w;
+      } else {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) res[c * 4 + k] = e + k < g.n ? p[k] : 0.0f;
+      }
+    }
+  }
+
+  float acc[EPT];
+  for (int r0 = 0; r0 < src.n; r0 += kBatch) {
+    uint32_t w[kBatch][C];
+    float s[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int r = r0 + b;
+      if (r >= src.n) break;
+      s[b] = live ? src.s[r][g.index] : 0.0f;
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        const int e = quant::chunk_offset(g, c);
+        const int8_t* p = src.q[r] + g.b0 + e;
+        if (vec && g.n - e >= 4) {
+          w[b][c] = *reinterpret_cast<const uint32_t*>(p);
+        } else {
+          w[b][c] = 0;
+          for (int k = 0; k < 4 && e + k < g.n; ++k) w[b][c] |= uint32_t(uint8_t(p[k])) << (8 * k);
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int r = r0 + b;
+      if (r >= src.n) break;
+#pragma unroll
+      for (int j = 0; j < EPT; ++j) {
+        const float d = __fmul_rn(static_cast<float>(int8_t(w[b][j / 4] >> (8 * (j % 4)))), s[b]);
+        acc[j] = r == 0 ? d : __fadd_rn(acc[j], d);
+      }
+    }
+  }
+
+  uint32_t m = 0;
+#pragma unroll
+  for (int j = 0; j < EPT; ++j) {
+    float v = divisor != 1.0f ? __fdiv_rn(acc[j], divisor) : acc[j];
+    if (residual) v = __fadd_rn(v, res[j]);
+    // Past the block's end: 0, which leaves the maximum alone (0 * a NaN or
+    // Inf scale would not).
+    acc[j] = quant::chunk_offset(g, j / 4) + j % 4 < g.n ? v : 0.0f;
+    m = max(m, quant::abs_bits(acc[j]));
+  }
+  m = quant::group_max(m, g, warp_max);
+  quant::quantize_store<EPT>(acc, g, m, stochastic, seed, residual, q_out, s_out, vec);
+}
+
+}  // namespace
+
+void reduce_requantize_int8(const int8_t* const* q, const float* const* s, int nsrc,
+                            size_t count, size_t block_size, float divisor, bool stochastic,
+                            uint64_t seed, float* residual, int8_t* q_out, float* s_out,
+                            void* stream) {
+  if (nsrc < 1 || nsrc > kMaxReduceSources) {
+    throw_error(ErrorKind::kValue, strprintf("reduce_requantize_int8: %d sources (1 to %d "
+                                             "allowed)", nsrc, kMaxReduceSources));
+  }
+  if (!kernels::quant_block_size_ok(block_size)) {
+    throw_error(ErrorKind::kValue, strprintf("reduce_requantize_int8: block size %zu is not a "
+                                             "power of two in [32, 4096]", block_size));
+  }
+  if (count == 0) return;
+  use_device_of(stream, q_out);
+  QSources src{};
+  bool vec = aligned_to(q_out, 4) && (residual == nullptr || aligned_to(residual, 16));
+  for (int r = 0; r < nsrc; ++r) {
+    src.q[r] = q[r];
+    src.s[r] = s[r];
+    vec = vec && aligned_to(q[r], 4);
+  }
+  src.n = nsrc;
+  const int ept = quant::elems_per_thread(block_size);
+  const size_t groups_per_cta = quant::kThreads / (block_size / ept);
+  const unsigned grid = grid_size(kernels::quant_num_blocks(count, block_size), groups_per_cta,
+                                  "reduce_requantize_int8");
+  const cudaStream_t st = as_stream(stream);
+  const int bs = static_cast<int>(block_size);
+  switch (ept) {
+    case 4:
+      reduce_requantize_kernel<4><<<grid, quant::kThreads, 0, st>>>(
+          src, count, bs, divisor, stochastic, seed, residual, q_out, s_out, vec);
+      break;
+    case 8:
+      reduce_requantize_kernel<8><<<grid, quant::kThreads, 0, st>>>(
+          src, count, bs, divisor, stochastic, seed, residual, q_out, s_out, vec);
+      break;
+    default:
+      reduce_requantize_kernel<16><<<grid, quant::kThreads, 0, st>>>(
+          src, count, bs, divisor, stochastic, seed, residual, q_out, s_out, vec);
+      break;
+  }
+  check_launch("reduce_requantize_int8 kernel launch");
+}
+
+}  // namespace cuda
+}  // namespace pycomm
