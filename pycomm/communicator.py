@@ -13,6 +13,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
+from . import device
 from .error_feedback import ErrorFeedback
 from .ops import op_code
 from .store import Store, store_from_env
@@ -43,7 +44,8 @@ def _check_timeout(timeout):
 # Expert knobs of the native core, for benchmarking and unusual machines.
 _TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "slice_bytes",
                 "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us",
-                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes"}
+                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes",
+                "PYCOMM_DEVICE_STAGING_BYTES": "device_staging_bytes"}
 
 
 def _env_tuning():
@@ -106,6 +108,16 @@ def _residuals(ef, layout, owned, call):
         if fresh:
             ef.reset()
         raise
+
+
+def _on_gpu(x, out):
+    return device.describe(x) is not None or (out is not None and device.describe(out, "out") is not None)
+
+
+def _gpu_uncompressed(compress):
+    if compress is not None:
+        raise ValueError("compress='int8' of GPU buffers is not available yet: move the tensor to "
+                         "the CPU, or allreduce it uncompressed")
 
 
 def _int8_options(compress, block_size, stochastic, seed, error_feedback):
@@ -201,6 +213,9 @@ class Communicator:
         op's sequence number, reproducible).
         """
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        if _on_gpu(x, out):
+            _gpu_uncompressed(compress)
+            return self._device_op("allreduce", x, out, op, 0, async_op, timeout)
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
             w = self._native.allreduce(x, out, op_code(op), async_op, timeout)
@@ -227,6 +242,9 @@ class Communicator:
         once); the other keywords as for allreduce.
         """
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        if _on_gpu(x, out):
+            _gpu_uncompressed(compress)
+            return self._device_op("reduce_scatter", x, out, op, 0, async_op, timeout)
         if out is None:
             n = _size_of(x)
             if n % self.size:
@@ -246,6 +264,9 @@ class Communicator:
 
     def allgather(self, x, out=None, async_op=False, timeout=None):
         """Every rank's x, concatenated in rank order (out.size == size * x.size)."""
+        if _on_gpu(x, out):
+            return self._device_op("allgather", x, out, "sum", 0, async_op,
+                                   self._timeout if timeout is None else _check_timeout(timeout))
         if out is None:
             out = _flat_empty(x, _size_of(x) * self.size)
         w = self._native.allgather(x, out, async_op,
@@ -256,6 +277,9 @@ class Communicator:
         """Root's x, into x on every rank."""
         if isinstance(root, bool) or not isinstance(root, int):
             raise TypeError(f"root must be an int, not {type(root).__name__}")
+        if _on_gpu(x, None):
+            return self._device_op("broadcast", x, None, "sum", root, async_op,
+                                   self._timeout if timeout is None else _check_timeout(timeout))
         w = self._native.broadcast(x, root, async_op,
                                    self._timeout if timeout is None else _check_timeout(timeout))
         return self._track(w) if async_op else x
@@ -265,14 +289,47 @@ class Communicator:
         w = self._native.barrier(async_op, self._timeout if timeout is None else _check_timeout(timeout))
         return self._track(w) if async_op else None
 
+    def _device_op(self, coll, x, out, op, root, async_op, timeout):
+        """GPU buffers (pycomm/device.py): checked here, run by the native GPU path."""
+        dx = device.describe(x, "x")
+        if dx is None:
+            raise TypeError("out is in GPU memory but x is not: pass both on the GPU or both on the host")
+        n = self.size
+        if out is None and coll in ("allreduce", "broadcast"):
+            out = x
+        elif out is None:
+            if coll == "reduce_scatter" and dx.count % n:
+                raise ValueError(f"reduce_scatter needs x.size divisible by comm.size ({n}), got {dx.count}")
+            out = device.empty_like(dx, dx.count // n if coll == "reduce_scatter" else dx.count * n)
+        do = dx if out is x else device.describe(out, "out")
+        if do is None:
+            raise TypeError("x is in GPU memory but out is not: pass both on the GPU or both on the host")
+        if do.dtype != dx.dtype:
+            raise TypeError("out and x have different dtypes")
+        want = {"allreduce": dx.count, "reduce_scatter": dx.count // n if dx.count % n == 0 else -1,
+                "allgather": dx.count * n, "broadcast": dx.count}[coll]
+        if do.count != want:
+            raise ValueError(f"{coll} of {dx.count} elements on {n} ranks needs out of {want} elements, "
+                             f"got {do.count}")
+        count = do.count if coll == "reduce_scatter" else dx.count
+        w = self._native.device_op(coll, dx.ptr, do.ptr, count, dx.dtype, op_code(op), root, dx.stream,
+                                   async_op, timeout)
+        return self._track(w, (x, out)) if async_op else out
+
+    @property
+    def device_path(self):
+        """How GPU buffers travel: CUDA IPC staging on one host, pinned host staging across hosts."""
+        return self._native.device_path()
+
     # -- lifecycle ---------------------------------------------------------
 
-    def _track(self, work):
-        # Buffers of async ops must outlive them even if the caller drops the Work.
+    def _track(self, work, keep=None):
+        # Buffers of async ops must outlive them even if the caller drops the
+        # Work (host buffers: the native Work holds them; GPU ones: `keep`).
         inflight = self._inflight
-        while inflight and inflight[0].is_completed():
+        while inflight and inflight[0][0].is_completed():
             inflight.popleft()
-        inflight.append(work)
+        inflight.append((work, keep))
         return work
 
     def abort(self, reason="aborted by the user"):

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "../comm/communicator.h"
+#include "../cuda/device_memory.h"
+#include "../cuda/runtime.h"
 #include "../kernels/quantize_int8.h"
 #include "../transport/shm_transport.h"
 #include "../transport/tcp_transport.h"
@@ -71,6 +73,9 @@ class PyComm {
     tuning.slice_bytes = option<size_t>(opts, "slice_bytes", tuning.slice_bytes);
     tuning.direct_max_bytes = option<size_t>(opts, "direct_max_bytes", tuning.direct_max_bytes);
     tuning.int8_piece_bytes = option<size_t>(opts, "int8_piece_bytes", tuning.int8_piece_bytes);
+    tuning.device_staging_bytes =
+        option<size_t>(opts, "device_staging_bytes", tuning.device_staging_bytes);
+    tuning.single_host = option<int>(opts, "local_ranks", 1) == size;
     std::unique_ptr<Transport> tr;
     if (transport == "shm") {
       ShmOptions so;
@@ -180,6 +185,45 @@ class PyComm {
     keep.push_back(std::move(dst));
     return submit(a, async_op, std::move(keep));
   }
+
+  // GPU buffers, described by the Python layer (pycomm/device.py), which
+  // checked them: device pointers, element count per collectives.h, dtype and
+  // op codes, the caller's stream. The caller keeps the tensors alive.
+  py::object device_op(const std::string& coll, uintptr_t in, uintptr_t out, size_t count, int dtype,
+                       int op, int root, uintptr_t stream, bool async_op, double timeout) {
+    if (!cuda::built())
+      throw py::type_error("GPU buffers need pycomm built with CUDA (this build has none)");
+    if (dtype < 0 || dtype >= kNumDTypes) throw py::value_error(strprintf("unknown dtype code %d", dtype));
+    CollArgs a;
+    if (coll == "allreduce") a.coll = Coll::kAllreduce;
+    else if (coll == "reduce_scatter") a.coll = Coll::kReduceScatter;
+    else if (coll == "allgather") a.coll = Coll::kAllgather;
+    else if (coll == "broadcast") a.coll = Coll::kBroadcast;
+    else throw py::value_error("no GPU path for " + coll);
+    a.dtype = static_cast<DType>(dtype);
+    a.op = reduce_op(op, a.dtype);
+    if (root < 0 || root >= size())
+      throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, size()));
+    a.root = root;
+    a.in = reinterpret_cast<const void*>(in);
+    a.out = reinterpret_cast<void*>(out);
+    {
+      py::gil_scoped_release nogil;  // the first CUDA call may start the runtime
+      const int din = cuda::device_of(a.in), dout = cuda::device_of(a.out);
+      if (din < 0 || dout < 0)
+        throw py::value_error(strprintf("%s is not in GPU memory (CUDA sees no device allocation at 0x%zx)",
+                                        din < 0 ? "x" : "out", din < 0 ? size_t(in) : size_t(out)));
+      if (din != dout)
+        throw py::value_error(strprintf("x is on GPU %d and out on GPU %d", din, dout));
+    }
+    a.count = count;
+    a.device = true;
+    a.stream = reinterpret_cast<void*>(stream);
+    a.timeout_s = check_timeout(timeout);
+    return submit(a, async_op, {});
+  }
+
+  std::string device_path() { return comm_->device_path(); }
 
   size_t int8_owned(size_t count, size_t block_size) const {
     check_block_size(block_size);
@@ -352,6 +396,8 @@ void bind_comm(py::module_& m) {
       .def("allreduce_int8", &PyComm::allreduce_int8)
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
       .def("int8_owned", &PyComm::int8_owned)
+      .def("device_op", &PyComm::device_op)
+      .def("device_path", &PyComm::device_path)
       .def("allgather", &PyComm::allgather)
       .def("broadcast", &PyComm::broadcast)
       .def("barrier", &PyComm::barrier)

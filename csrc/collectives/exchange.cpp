@@ -8,10 +8,11 @@ namespace pycomm {
 namespace {
 
 constexpr uint32_t kFrameMagic = 0x4d524650;  // "PFRM"
+constexpr uint8_t kFlagDevice = 1;
 
 struct Frame {
   uint32_t magic;
-  uint8_t coll, dtype, op, reserved0;
+  uint8_t coll, dtype, op, flags;  // flags: kFlagDevice
   uint64_t seq;
   int32_t root;
   int32_t src;
@@ -35,6 +36,7 @@ Frame make_frame(const OpStamp& s, int src, size_t payload) {
   f.count = s.count;
   f.payload = payload;
   f.block_size = s.block_size;
+  f.flags = s.device ? kFlagDevice : 0;
   return f;
 }
 
@@ -60,6 +62,7 @@ std::string describe(const OpStamp& s) {
   if (s.coll != Coll::kAllgather && s.coll != Coll::kBroadcast)
     d += std::string(", ") + redop_name(s.op);
   if (coll_is_int8(s.coll)) d += strprintf(", block %u", s.block_size);
+  if (s.device) d += ", GPU buffers";
   if (s.coll == Coll::kBroadcast) d += strprintf(", root %d", s.root);
   return d + ")";
 }
@@ -79,9 +82,10 @@ void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
   theirs.root = f.root;
   theirs.count = f.count;
   theirs.block_size = f.block_size;
+  theirs.device = (f.flags & kFlagDevice) != 0;
   bool same = theirs.seq == stamp.seq && theirs.coll == stamp.coll && theirs.dtype == stamp.dtype &&
               theirs.op == stamp.op && theirs.root == stamp.root && theirs.count == stamp.count &&
-              theirs.block_size == stamp.block_size &&
+              theirs.block_size == stamp.block_size && theirs.device == stamp.device &&
               f.payload == r.bytes;
   if (!same)
     throw_error(ErrorKind::kMismatch,
@@ -89,6 +93,17 @@ void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
                           "rank %d called %s",
                           rank(), r.peer, rank(), describe(stamp).c_str(), r.peer,
                           describe(theirs).c_str()));
+}
+
+void OpContext::sync_peers() {
+  std::vector<SendSpec> sends;
+  std::vector<RecvSpec> recvs;
+  for (int p = 0; p < size(); ++p) {
+    if (p == rank()) continue;
+    sends.push_back({p, nullptr, 0});
+    recvs.push_back({p, 0, Sink{}});
+  }
+  exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
 }
 
 bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {

@@ -41,6 +41,7 @@ struct OpStamp {
   int32_t root = 0;
   uint64_t count = 0;
   uint32_t block_size = 0;  // int8 collectives: the quantization block
+  bool device = false;      // GPU buffers (device.h): their own protocol
 };
 // "allreduce #7 (float32 x 1024, sum)"
 std::string describe(const OpStamp& s);
@@ -75,6 +76,8 @@ struct Tuning {
   size_t slice_bytes = 256 << 10;       // most bytes handed to the transport per call
   size_t direct_max_bytes = 32 << 10;   // at or below: one-step direct algorithms
   size_t int8_piece_bytes = 256 << 10;  // int8 collectives: float32 bytes per owner per round
+  size_t device_staging_bytes = 32 << 20;  // GPU buffers: each of a rank's two staging regions
+  bool single_host = false;             // every rank on this host (GPU buffers: CUDA IPC)
 };
 
 // Scratch memory an algorithm may use; owned by the communicator, reused across ops.
@@ -104,6 +107,8 @@ class OpContext {
 
   // Runs all the sends and receives to completion, concurrently.
   void exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs);
+  // A stamped meeting: a zero-byte message to and from every peer.
+  void sync_peers();
   // The common case: one message to `to` while one arrives from `from`.
   void sendrecv(int to, const void* src, size_t send_bytes, int from, size_t recv_bytes, Sink sink);
 

@@ -20,6 +20,31 @@ uint64_t Communicator::ops_submitted() {
   return next_seq_;
 }
 
+namespace {
+
+void run_host(OpContext& ctx, const CollArgs& a, const Int8Args& int8) {
+  switch (a.coll) {
+    case Coll::kAllreduce: allreduce(ctx, a.in, a.out, a.count); break;
+    case Coll::kReduceScatter: reduce_scatter(ctx, a.in, a.out, a.count); break;
+    case Coll::kAllgather: allgather(ctx, a.in, a.out, a.count); break;
+    case Coll::kBroadcast: broadcast(ctx, a.out, a.count, a.root); break;
+    case Coll::kBarrier: barrier(ctx); break;
+    case Coll::kAllreduceInt8:
+      allreduce_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
+      break;
+    case Coll::kReduceScatterInt8:
+      reduce_scatter_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
+      break;
+  }
+}
+
+}  // namespace
+
+std::string Communicator::device_path() {
+  std::lock_guard<std::mutex> lk(device_mu_);
+  return device_ ? device_->describe() : "GPU path not started";
+}
+
 void Communicator::execute(Op& op) {
   const CollArgs& a = op.args;
   OpStamp stamp;
@@ -29,6 +54,7 @@ void Communicator::execute(Op& op) {
   stamp.op = a.op;
   stamp.root = a.root;
   stamp.count = a.count;
+  stamp.device = a.device;
   Int8Args int8 = a.int8;
   if (coll_is_int8(a.coll)) {
     stamp.block_size = static_cast<uint32_t>(int8.block_size);
@@ -46,18 +72,18 @@ void Communicator::execute(Op& op) {
   try {
     transport_->poll_abort();
     OpContext ctx(*transport_, stamp, Deadline::after(a.timeout_s), tuning_, scratch_);
-    switch (a.coll) {
-      case Coll::kAllreduce: allreduce(ctx, a.in, a.out, a.count); break;
-      case Coll::kReduceScatter: reduce_scatter(ctx, a.in, a.out, a.count); break;
-      case Coll::kAllgather: allgather(ctx, a.in, a.out, a.count); break;
-      case Coll::kBroadcast: broadcast(ctx, a.out, a.count, a.root); break;
-      case Coll::kBarrier: barrier(ctx); break;
-      case Coll::kAllreduceInt8:
-        allreduce_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
-        break;
-      case Coll::kReduceScatterInt8:
-        reduce_scatter_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
-        break;
+    try {
+      if (a.device) {
+        std::lock_guard<std::mutex> lk(device_mu_);
+        if (!device_) device_ = std::make_unique<DeviceState>(tuning_.single_host, tuning_.device_staging_bytes);
+        device_->run(ctx, a.in, a.out, a.count, a.root, a.stream);
+      } else {
+        run_host(ctx, a, int8);
+      }
+    } catch (const CommError&) {
+      throw;
+    } catch (const std::exception& e) {  // e.g. from the CUDA layer
+      throw CommError(ErrorKind::kComm, e.what());
     }
     op.work->finish();
   } catch (const CommError& e) {
@@ -128,6 +154,10 @@ void Communicator::close() {
   std::unique_lock<std::mutex> lk(mu_);
   cv_.wait(lk, [&] { return !running_; });  // an inline op on another thread
   closed_ = true;
+  {
+    std::lock_guard<std::mutex> dlk(device_mu_);
+    device_.reset();  // every op ended with its peers: nobody reads our staging any more
+  }
   transport_.reset();
 }
 

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "../collectives/collectives.h"
+#include "../collectives/device.h"
 #include "../transport/transport.h"
 #include "work.h"
 
@@ -31,6 +32,10 @@ struct CollArgs {
   // int8 collectives only: the output is float32; block_size goes on the wire.
   Int8Args int8;
   bool seed_from_seq = false;  // stochastic rounding without a seed: the op's sequence number
+  // GPU buffers (in/out are device pointers): run by DeviceState after
+  // `stream` (the caller's cudaStream_t; nullptr: the legacy default stream).
+  bool device = false;
+  void* stream = nullptr;
 };
 
 class Communicator {
@@ -46,6 +51,9 @@ class Communicator {
   // Blocking (async=false): returns when the op is done, throwing its error.
   // Async: returns at once; the Work reports completion and errors.
   std::shared_ptr<Work> submit(const CollArgs& args, bool async);
+
+  // How GPU buffers travel (after the first GPU op).
+  std::string device_path();
 
   // Waits for queued ops, stops the worker and releases the transport.
   void close();
@@ -66,6 +74,8 @@ class Communicator {
   std::unique_ptr<Transport> transport_;
   Tuning tuning_;
   Scratch scratch_;
+  std::mutex device_mu_;
+  std::unique_ptr<DeviceState> device_;  // created by the first GPU op
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,0 +1,106 @@
+// device_memory.h with the CUDA runtime.
+#include <cuda_runtime.h>
+
+#include <cstring>
+
+#include "common/error.h"
+#include "cuda/device_memory.h"
+#include "cuda/runtime.h"
+
+namespace pycomm {
+namespace cuda {
+
+namespace {
+
+// pycomm links the runtime statically: its current device is its own, so
+// every call names the device it means.
+void set_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
+
+}  // namespace
+
+int device_of(const void* ptr) {
+  cudaPointerAttributes attr;
+  cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
+}
+
+void* device_alloc(size_t bytes, int device) {
+  set_device(device);
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
+  return p;
+}
+
+void device_free(void* ptr) {
+  if (ptr) cudaFree(ptr);  // at teardown: nothing left to report to
+}
+
+void* host_alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  check(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable), "cudaHostAlloc");
+  return p;
+}
+
+void host_free_pinned(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);
+}
+
+IpcHandle ipc_handle(void* base) {
+  static_assert(sizeof(cudaIpcMemHandle_t) == sizeof(IpcHandle), "IPC handle size");
+  cudaIpcMemHandle_t h;
+  check(cudaIpcGetMemHandle(&h, base), "cudaIpcGetMemHandle");
+  IpcHandle out;
+  std::memcpy(out.bytes, &h, sizeof(h));
+  return out;
+}
+
+void* ipc_open(const IpcHandle& handle, int device) {
+  set_device(device);
+  cudaIpcMemHandle_t h;
+  std::memcpy(&h, handle.bytes, sizeof(h));
+  void* p = nullptr;
+  check(cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess), "cudaIpcOpenMemHandle");
+  return p;
+}
+
+void ipc_close(void* ptr) {
+  if (ptr) cudaIpcCloseMemHandle(ptr);
+}
+
+void* stream_create(int device) {
+  set_device(device);
+  cudaStream_t s;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  return s;
+}
+
+void stream_destroy(void* stream) {
+  if (stream) cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+}
+
+void stream_wait(void* waiter, void* signaler) {
+  if (waiter == signaler) return;
+  cudaEvent_t ev;
+  check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  cudaError_t err = cudaEventRecord(ev, static_cast<cudaStream_t>(signaler));
+  if (err == cudaSuccess) err = cudaStreamWaitEvent(static_cast<cudaStream_t>(waiter), ev, 0);
+  cudaEventDestroy(ev);  // released once the wait is satisfied
+  check(err, "cudaEventRecord / cudaStreamWaitEvent");
+}
+
+void stream_sync(void* stream) {
+  check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
+}
+
+void copy_async(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)),
+        "cudaMemcpyAsync");
+}
+
+}  // namespace cuda
+}  // namespace pycomm

@@ -1,0 +1,45 @@
+// Device memory, streams and CUDA IPC as the collectives see them: plain C++
+// (no CUDA headers), defined in device_memory.cu with CUDA and in
+// device_memory_stub.cpp without (where every call says pycomm has no CUDA).
+// Errors throw CommError naming the CUDA call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pycomm {
+namespace cuda {
+
+// The device holding `ptr`, or -1 for host memory (pageable or pinned).
+int device_of(const void* ptr);
+
+// Device memory another process on this host can map (cudaMalloc'd: IPC
+// handles exist only for whole cudaMalloc allocations).
+void* device_alloc(size_t bytes, int device);
+void device_free(void* ptr);
+
+// Page-locked host memory: staging for GPU data crossing hosts.
+void* host_alloc_pinned(size_t bytes);
+void host_free_pinned(void* ptr);
+
+struct IpcHandle {
+  uint8_t bytes[64];  // cudaIpcMemHandle_t, sent to peers as is
+};
+IpcHandle ipc_handle(void* base);
+// Maps a peer's allocation into this process (on `device`); ipc_close undoes it.
+void* ipc_open(const IpcHandle& handle, int device);
+void ipc_close(void* ptr);
+
+// A stream of pycomm's own on `device` (non-blocking: it does not serialise
+// with the legacy default stream).
+void* stream_create(int device);
+void stream_destroy(void* stream);
+// Work later queued on `waiter` runs after all work queued so far on
+// `signaler` (an event between them; the streams may belong to other libraries).
+void stream_wait(void* waiter, void* signaler);
+void stream_sync(void* stream);
+// Any direction (device, pinned or pageable host), ordered on `stream`.
+void copy_async(void* dst, const void* src, size_t bytes, void* stream);
+
+}  // namespace cuda
+}  // namespace pycomm

@@ -1,0 +1,79 @@
+"""GPU buffers as the Communicator hands them to the native core: a device
+pointer, an element count, a dtype code and the caller's current stream.
+
+torch CUDA tensors are read directly (any dtype pycomm has, bfloat16
+included); anything else with ``__cuda_array_interface__`` (CuPy, Numba, ...)
+through that. The native side runs the op on a stream of its own, after the
+caller's stream, and returns when it is done.
+"""
+import numpy as np
+
+from . import _C
+
+# csrc/common/dtype.h codes.
+_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "int8": 4, "uint8": 5,
+          "int32": 6, "int64": 7}
+_TYPESTR = {np.dtype(name).str: code for name, code in _CODES.items() if name != "bfloat16"}
+
+
+class DeviceBuffer:
+    __slots__ = ("obj", "ptr", "count", "dtype", "device", "stream")
+
+    def __init__(self, obj, ptr, count, dtype, device, stream):
+        self.obj, self.ptr, self.count, self.dtype, self.device, self.stream = \
+            obj, ptr, count, dtype, device, stream
+
+
+def _torch(x, what):
+    import torch
+
+    name = str(x.dtype).replace("torch.", "")
+    if name not in _CODES:
+        raise TypeError(f"{what} has dtype {x.dtype}, which pycomm does not support")
+    if not x.is_contiguous():
+        raise ValueError(f"{what} must be contiguous (call .contiguous() first)")
+    stream = torch.cuda.current_stream(x.device).cuda_stream
+    return DeviceBuffer(x, x.data_ptr(), x.numel(), _CODES[name], x.device.index, stream)
+
+
+def _cai(x, cai, what):
+    ptr, readonly = cai["data"]
+    dtype = np.dtype(cai["typestr"])
+    if dtype.str not in _TYPESTR:
+        raise TypeError(f"{what} has dtype {dtype}, which pycomm does not support")
+    shape = tuple(cai["shape"])
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    strides = cai.get("strides")
+    if strides is not None and count > 1:
+        expected = np.empty(shape, dtype=np.uint8).strides  # C order for 1-byte items ...
+        if tuple(strides) != tuple(s * dtype.itemsize for s in expected):  # ... scaled
+            raise ValueError(f"{what} must be C-contiguous")
+    if readonly:
+        raise ValueError(f"{what} is read-only")
+    stream = cai.get("stream") or 0  # 1 / 2: the legacy / per-thread default stream, as CUDA spells them
+    return DeviceBuffer(x, ptr, count, _TYPESTR[dtype.str], None, stream)
+
+
+def describe(x, what="x"):
+    """A DeviceBuffer when x lives in GPU memory, else None (host memory)."""
+    if getattr(x, "is_cuda", False) and hasattr(x, "data_ptr"):
+        return _torch(x, what)
+    cai = getattr(x, "__cuda_array_interface__", None)
+    if cai is not None and not hasattr(x, "data_ptr"):
+        return _cai(x, cai, what)
+    return None
+
+
+def empty_like(buf, count):
+    """A new 1-D GPU buffer of `count` elements like buf.obj (torch or CuPy)."""
+    x = buf.obj
+    if hasattr(x, "new_empty"):
+        return x.new_empty((count,))
+    import cupy  # any other library: CuPy is what __cuda_array_interface__ users usually have
+
+    return cupy.empty(count, dtype=x.dtype)
+
+
+def available():
+    """Whether this build can take GPU buffers."""
+    return _C.cuda.built() if hasattr(_C, "cuda") else False

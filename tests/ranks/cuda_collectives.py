@@ -1,0 +1,115 @@
+"""Every collective on torch CUDA tensors (all ranks may share one GPU: CUDA
+IPC), checked against float64 numpy references and for bitwise identity
+across ranks; in place and out of place, async, the caller's stream order,
+staging smaller than the tensor (several rounds). Exit status non-zero on the
+first wrong result."""
+import sys
+
+import numpy as np
+import torch
+
+from common import FLOATS, check_close, check_identical, comm_from_env, log, make_input, reference
+
+SEED = 777
+DTYPES = ["float32", "float16", "bfloat16", "int32", "float64"]
+COUNTS = [0, 1, 5, 1000, 100003]
+
+
+def gpu(array, dtype):
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    return t.to(device="cuda", dtype=getattr(torch, dtype))
+
+
+def host(t):
+    return t.float().cpu().numpy() if t.dtype == torch.bfloat16 else t.cpu().numpy()
+
+
+def ops_for(dtype):
+    return ["sum", "max"] + (["avg"] if dtype in FLOATS else ["prod", "min"])
+
+
+def check_all(comm, count, dtype):
+    n, r = comm.size, comm.rank
+    for op in ops_for(dtype):
+        inputs = [make_input(SEED, p, count, dtype if dtype != "bfloat16" else "float32", op)
+                  for p in range(n)]
+        if dtype == "bfloat16":  # inputs exactly representable in bfloat16
+            inputs = [host(gpu(x, "bfloat16")) for x in inputs]
+        ref = reference(inputs, op, dtype)
+        what = f"cuda allreduce {dtype} {op} count={count}"
+        x = gpu(inputs[r], dtype)
+        out = torch.empty_like(x)
+        assert comm.allreduce(x, op=op, out=out) is out
+        check_close(host(out), ref, dtype, what)
+        check_identical(comm, host(out), what)
+        comm.allreduce(x, op=op)
+        assert torch.equal(x, out), what + ": in place differs"
+
+    inputs = [make_input(SEED + 1, p, count * n, "float32", "sum") for p in range(n)]
+    inputs = [host(gpu(x, dtype)).astype(np.float64 if dtype != "int32" else np.int64) for x in inputs]
+    ref = reference(inputs, "sum", dtype)[r * count:(r + 1) * count]
+    got = comm.reduce_scatter(gpu(inputs[r], dtype))
+    check_close(host(got), ref, dtype, f"cuda reduce_scatter {dtype} count={count}")
+    x = gpu(inputs[r], dtype)
+    comm.reduce_scatter(x, out=x[r * count:(r + 1) * count])
+    assert torch.equal(x[r * count:(r + 1) * count], got), "cuda reduce_scatter in place differs"
+
+    parts = [gpu(make_input(SEED + 2, p, count, "float32", "sum"), dtype) for p in range(n)]
+    got = comm.allgather(parts[r])
+    assert torch.equal(got, torch.cat(parts)), f"cuda allgather {dtype} count={count}"
+
+    for root in {0, n - 1}:
+        x = parts[r].clone()
+        comm.broadcast(x, root=root)
+        assert torch.equal(x, parts[root]), f"cuda broadcast {dtype} count={count} root={root}"
+
+
+def check_streams_and_async(comm):
+    n, r = comm.size, comm.rank
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        x = torch.full((1 << 20,), float(r + 1), device="cuda")
+        x.mul_(2)  # queued on `side`: the allreduce must wait for it
+        comm.allreduce(x)
+        y = x + 0  # and see its result, on the same stream
+    side.synchronize()
+    assert torch.all(y == float(n * (n + 1))), "the allreduce did not follow the caller's stream"
+    works = [comm.allreduce(torch.full((999,), float(i), device="cuda"), async_op=True) for i in range(5)]
+    for w in works:
+        w.wait()
+    x = torch.arange(10, device="cuda", dtype=torch.float32)
+    w = comm.allreduce(x, async_op=True)
+    w.wait()
+    assert torch.equal(x, torch.arange(10, device="cuda", dtype=torch.float32) * n)
+    # Mixed host and GPU buffers are refused before anything is sent.
+    try:
+        comm.allreduce(torch.zeros(4, device="cuda"), out=np.zeros(4, np.float32))
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a GPU x with a host out was accepted")
+    comm.barrier()
+
+
+def main():
+    torch.cuda.set_device(0)
+    staged = sys.argv[1:] == ["staged"]
+    # "staged": as if every rank were on a host of its own (pinned host staging).
+    opts = {"local_ranks": 1} if staged else {}
+    comm = comm_from_env(options=opts)
+    for dtype in DTYPES:
+        for count in COUNTS:
+            check_all(comm, count, dtype)
+    check_streams_and_async(comm)
+    log(comm, f"path: {comm.device_path}")
+    # Staging regions smaller than the tensor: many rounds.
+    small = comm_from_env(options={**opts, "device_staging_bytes": 4096})
+    for dtype in ("float32", "float16"):
+        check_all(small, 10007, dtype)
+    small.close()
+    comm.close()
+    log(comm, f"cuda collectives ok on {comm.size} ranks")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
