@@ -370,7 +370,7 @@ def test_reduce_n(dtype, op, nsrc, offset):
     else:
         tol = (2 * eps_out + 2 * nsrc * eps_acc) * np.abs(ref)
     worst = np.max(np.abs(g - ref) - tol)
-    assert worst <= 0, f"reduce_n {dtype} {op} off the float64 reference by {worst:g} past tolerance"
+    assert worst <= 0, f"reduce_n {dtype} {op}: {worst:g} past the tolerance"
 
 
 def test_reduce_n_sixteen_sources_in_order():
