@@ -141,7 +141,7 @@ __device__ __forceinline__ float clamp127(float t) {
   return t > 127.0f ? 127.0f : t;
 }
 
-// q (as a float) and the residual of one element, v finite and scale > 0.
+// q of one element, as a float (v finite, scale > 0).
 __device__ __forceinline__ float quantize_one(float v, float scale, bool stochastic,
                                               uint64_t seed, uint64_t index) {
   if (stochastic) {
