@@ -54,6 +54,48 @@ __device__ __forceinline__ int chunk_offset(const Group& g, int c) {
   return (c * g.size + g.lane) * 4;
 }
 
+// Whether this thread's chunks all lie inside its block, so that (with `vec`:
+// the pointers allow it) each chunk is one vector access.
+__device__ __forceinline__ bool whole_chunks(const Group& g, int chunks, bool vec) {
+  return vec && chunk_offset(g, chunks - 1) + 4 <= g.n;
+}
+
+// This thread's EPT elements of the block at p, widened to float32 by E.
+// kWhole: one 16-byte (8 for half types) load per chunk, with no branch in
+// between, so all of them are in flight at once; else one by one, 0 past the
+// block's end.
+template <class E, int EPT, bool kWhole>
+__device__ __forceinline__ void load_elems(const typename E::Storage* p, const Group& g,
+                                           float (&out)[EPT]) {
+  using S = typename E::Storage;
+#pragma unroll
+  for (int c = 0; c < EPT / 4; ++c) {
+    const int e = chunk_offset(g, c);
+    float* o = out + c * 4;
+    if constexpr (!kWhole) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) o[k] = e + k < g.n ? E::widen(p[e + k]) : 0.0f;
+    } else if constexpr (sizeof(S) == 4) {
+      const float4 f = *reinterpret_cast<const float4*>(p + e);
+      o[0] = f.x, o[1] = f.y, o[2] = f.z, o[3] = f.w;
+    } else {
+      const uint2 h = *reinterpret_cast<const uint2*>(p + e);
+      o[0] = E::widen(S(h.x & 0xFFFFu)), o[1] = E::widen(S(h.x >> 16));
+      o[2] = E::widen(S(h.y & 0xFFFFu)), o[3] = E::widen(S(h.y >> 16));
+    }
+  }
+}
+
+template <class E, int EPT>
+__device__ __forceinline__ void load_elems(const typename E::Storage* p, const Group& g,
+                                           bool whole, float (&out)[EPT]) {
+  if (whole) {
+    load_elems<E, EPT, true>(p, g, out);
+  } else {
+    load_elems<E, EPT, false>(p, g, out);
+  }
+}
+
 // |v| as bits: for non-negative floats the integer order is the float order,
 // and NaN > +Inf > every finite value, so one integer maximum gives both the
 // block's max|v| and whether it holds a NaN or Inf (bits >= 0x7F800000),
@@ -99,7 +141,7 @@ __device__ __forceinline__ float clamp127(float t) {
   return t > 127.0f ? 127.0f : t;
 }
 
-// q (as a float) and the residual of one element, v finite and scale > 0.
+// q of one element, as a float (v finite, scale > 0).
 __device__ __forceinline__ float quantize_one(float v, float scale, bool stochastic,
                                               uint64_t seed, uint64_t index) {
   if (stochastic) {

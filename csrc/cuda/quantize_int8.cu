@@ -16,54 +16,24 @@ namespace {
 
 using quant::Group;
 
-// Four consecutive inputs widened to float32 (exactly), from one 16-byte
-// (float32) or 8-byte (half types) load when `whole`, else one by one.
-template <class E>
-__device__ __forceinline__ void load4(const typename E::Storage* x, int avail, bool whole,
-                                      float (&out)[4]) {
-  using S = typename E::Storage;
-  if (whole) {
-    if constexpr (sizeof(S) == 4) {
-      const float4 f = *reinterpret_cast<const float4*>(x);
-      out[0] = f.x, out[1] = f.y, out[2] = f.z, out[3] = f.w;
-    } else {
-      const uint2 h = *reinterpret_cast<const uint2*>(x);
-      out[0] = E::widen(S(h.x & 0xFFFFu)), out[1] = E::widen(S(h.x >> 16));
-      out[2] = E::widen(S(h.y & 0xFFFFu)), out[3] = E::widen(S(h.y >> 16));
-    }
-    return;
-  }
-#pragma unroll
-  for (int k = 0; k < 4; ++k) out[k] = k < avail ? E::widen(x[k]) : 0.0f;
-}
-
 template <class E, int EPT>
 __global__ void __launch_bounds__(quant::kThreads)
     quantize_kernel(const typename E::Storage* x, size_t count, int block_size, bool stochastic,
                     uint64_t seed, float* residual, int8_t* q, float* scales, bool vec) {
   __shared__ uint32_t warp_max[quant::kThreads / 32];
   const Group g = quant::make_group<EPT>(block_size, count);
+  const bool whole = quant::whole_chunks(g, EPT / 4, vec);
   float v[EPT];
-  uint32_t m = 0;
+  quant::load_elems<E, EPT>(x + g.b0, g, whole, v);
+  if (residual) {
+    float r[EPT];
+    quant::load_elems<Plain<float>, EPT>(residual + g.b0, g, whole, r);
 #pragma unroll
-  for (int c = 0; c < EPT / 4; ++c) {
-    const int e = quant::chunk_offset(g, c);
-    const int avail = g.n - e;  // may be <= 0: the chunk is past the block's end
-    const bool whole = vec && avail >= 4;
-    float x4[4];
-    load4<E>(x + g.b0 + e, avail, whole, x4);
-    if (residual) {
-      float r4[4];
-      load4<Plain<float>>(residual + g.b0 + e, avail, whole, r4);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) x4[k] = __fadd_rn(x4[k], r4[k]);
-    }
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      v[c * 4 + k] = x4[k];
-      m = max(m, quant::abs_bits(x4[k]));
-    }
+    for (int j = 0; j < EPT; ++j) v[j] = __fadd_rn(v[j], r[j]);
   }
+  uint32_t m = 0;  // past the block's end v is 0, which leaves the maximum alone
+#pragma unroll
+  for (int j = 0; j < EPT; ++j) m = max(m, quant::abs_bits(v[j]));
   m = quant::group_max(m, g, warp_max);
   quant::quantize_store<EPT>(v, g, m, stochastic, seed, residual, q, scales, vec);
 }

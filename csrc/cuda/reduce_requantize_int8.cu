@@ -28,70 +28,74 @@ struct QSources {
 
 // Sources whose loads are issued together before any is summed: enough bytes
 // in flight without holding every source in registers. (For 4096-element
-// blocks this takes ~126 registers, 2 CUDA blocks an SM; each thread then
-// has 16 residuals and 4 x 16 q bytes in flight, which is plenty, and capping
-// the registers spills.)
+// blocks the kernel takes ~124 registers, 2 CUDA blocks an SM; each thread
+// then has 16 residuals and 4 x 16 q bytes in flight, which is plenty, and
+// capping the registers spills.)
 constexpr int kBatch = 4;
+
+// This thread's q bytes of the block at p, 4 to a word. kWhole: one 4-byte
+// load per chunk; else byte by byte, 0 past the block's end.
+template <int EPT, bool kWhole>
+__device__ __forceinline__ void load_q(const int8_t* p, const Group& g, uint32_t (&w)[EPT / 4]) {
+#pragma unroll
+  for (int c = 0; c < EPT / 4; ++c) {
+    const int e = quant::chunk_offset(g, c);
+    if constexpr (kWhole) {
+      w[c] = *reinterpret_cast<const uint32_t*>(p + e);
+    } else {
+      w[c] = 0;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (e + k < g.n) w[c] |= uint32_t(uint8_t(p[e + k])) << (8 * k);
+      }
+    }
+  }
+}
+
+// acc = dq(source 0) + dq(source 1) + ..., in source order, float32.
+template <int EPT, bool kWhole>
+__device__ __forceinline__ void dequantize_sum(const QSources& src, const Group& g,
+                                               float (&acc)[EPT]) {
+  for (int r0 = 0; r0 < src.n; r0 += kBatch) {
+    uint32_t w[kBatch][EPT / 4];
+    float s[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      // Past the last source, load that one again (a cache hit, not used):
+      // the loads stay unconditional, so they are all issued together.
+      const int r = min(r0 + b, src.n - 1);
+      s[b] = g.n > 0 ? src.s[r][g.index] : 0.0f;
+      load_q<EPT, kWhole>(src.q[r] + g.b0, g, w[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (r0 + b >= src.n) break;
+#pragma unroll
+      for (int j = 0; j < EPT; ++j) {
+        const float q = static_cast<float>(int8_t(w[b][j / 4] >> (8 * (j % 4))));
+        const float d = __fmul_rn(q, s[b]);
+        acc[j] = r0 + b == 0 ? d : __fadd_rn(acc[j], d);
+      }
+    }
+  }
+}
 
 template <int EPT>
 __global__ void __launch_bounds__(quant::kThreads)
     reduce_requantize_kernel(QSources src, size_t count, int block_size, float divisor,
                              bool stochastic, uint64_t seed, float* residual, int8_t* q_out,
                              float* s_out, bool vec) {
-  constexpr int C = EPT / 4;  // chunks per thread
   __shared__ uint32_t warp_max[quant::kThreads / 32];
   const Group g = quant::make_group<EPT>(block_size, count);
-  const bool live = g.n > 0;
-
+  const bool whole = quant::whole_chunks(g, EPT / 4, vec);
   float res[EPT];
-  if (residual) {
-#pragma unroll
-    for (int c = 0; c < C; ++c) {
-      const int e = quant::chunk_offset(g, c);
-      const float* p = residual + g.b0 + e;
-      if (vec && g.n - e >= 4) {
-        const float4 f = *reinterpret_cast<const float4*>(p);
-        res[c * 4] = f.x, res[c * 4 + 1] = f.y, res[c * 4 + 2] = f.z, res[c * 4 + 3] = f.w;
-      } else {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) res[c * 4 + k] = e + k < g.n ? p[k] : 0.0f;
-      }
-    }
-  }
-
+  if (residual) quant::load_elems<Plain<float>, EPT>(residual + g.b0, g, whole, res);
   float acc[EPT];
-  for (int r0 = 0; r0 < src.n; r0 += kBatch) {
-    uint32_t w[kBatch][C];
-    float s[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int r = r0 + b;
-      if (r >= src.n) break;
-      s[b] = live ? src.s[r][g.index] : 0.0f;
-#pragma unroll
-      for (int c = 0; c < C; ++c) {
-        const int e = quant::chunk_offset(g, c);
-        const int8_t* p = src.q[r] + g.b0 + e;
-        if (vec && g.n - e >= 4) {
-          w[b][c] = *reinterpret_cast<const uint32_t*>(p);
-        } else {
-          w[b][c] = 0;
-          for (int k = 0; k < 4 && e + k < g.n; ++k) w[b][c] |= uint32_t(uint8_t(p[k])) << (8 * k);
-        }
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int r = r0 + b;
-      if (r >= src.n) break;
-#pragma unroll
-      for (int j = 0; j < EPT; ++j) {
-        const float d = __fmul_rn(static_cast<float>(int8_t(w[b][j / 4] >> (8 * (j % 4)))), s[b]);
-        acc[j] = r == 0 ? d : __fadd_rn(acc[j], d);
-      }
-    }
+  if (whole) {
+    dequantize_sum<EPT, true>(src, g, acc);
+  } else {
+    dequantize_sum<EPT, false>(src, g, acc);
   }
-
   uint32_t m = 0;
 #pragma unroll
   for (int j = 0; j < EPT; ++j) {
