@@ -6,12 +6,13 @@
 #
 # Exits non-zero when the build or a test fails; the benchmark runs (and its
 # table prints) even after a test failure. Each stage has a time limit, so
-# the whole run stays under 8 minutes on a 16-core H100 machine.
+# the whole run stays under 8 minutes on a 16-core H100 machine (about 4 expected).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
-# GPU test files (more to come: the GPU collectives' tests go here).
-GPU_TESTS="tests/test_cuda_kernels.py tests/test_cuda_build.py"
+# GPU test files: the kernels against the CPU's, the build, and the
+# collectives on GPU buffers (2 and 4 processes sharing one GPU through IPC).
+GPU_TESTS="tests/test_cuda_kernels.py tests/test_cuda_build.py tests/test_cuda_comm.py"
 
 LOG="${OUT:-/tmp}/gpu_check.log"
 mkdir -p "$(dirname "$LOG")"
@@ -48,7 +49,10 @@ python3 -m pycomm.info || status=1
 
 stage "GPU tests: $GPU_TESTS"
 # shellcheck disable=SC2086
-timeout 180 python3 -m pytest -q -p no:cacheprovider --maxfail=30 --tb=short $GPU_TESTS || status=1
+timeout 240 python3 -m pytest -q -p no:cacheprovider --maxfail=30 --tb=short $GPU_TESTS || status=1
+
+stage "allreduce of GPU tensors, 2 ranks on one GPU"
+timeout 60 python3 -m pycomm.launch -n 2 bench/gpu_allreduce.py 1 16 64 256 || status=1
 
 stage "kernel bandwidth"
 timeout 90 python3 bench/gpu_kernels.py || status=1

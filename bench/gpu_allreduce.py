@@ -1,0 +1,72 @@
+"""Allreduce of torch CUDA tensors through pycomm, every rank on one GPU
+(CUDA IPC), against the device's copy bandwidth.
+
+    python -m pycomm.launch -n 2 bench/gpu_allreduce.py [MiB ...]
+
+Prints a markdown table (rank 0): size, median time, algbw, busbw
+(algbw x 2(n-1)/n, as nccl-tests) and busbw as a share of the device-to-device
+copy bandwidth measured here (bytes read + written by a torch copy_).
+"""
+import sys
+import time
+
+import torch
+
+import pycomm
+
+
+def copy_bandwidth(nbytes=256 << 20, reps=20):
+    a = torch.empty(nbytes // 4, device="cuda")
+    b = torch.empty_like(a)
+    b.copy_(a)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        b.copy_(a)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times.sort()
+    return 2 * nbytes / times[len(times) // 2] / 1e9  # read + written
+
+
+def main():
+    sizes = [int(s) for s in sys.argv[1:]] or [1, 16, 64, 256]
+    torch.cuda.set_device(0)
+    comm = pycomm.Communicator.from_env()
+    n, r = comm.size, comm.rank
+    comm.barrier()
+    copy = copy_bandwidth() if r == 0 else 0.0
+    comm.barrier()
+    rows = []
+    for mib in sizes:
+        x = torch.ones(mib << 18, device="cuda")
+        iters = max(5, min(50, (1 << 30) // (mib << 20)))
+        for _ in range(3):
+            comm.allreduce(x)
+        times = []
+        for _ in range(iters):
+            comm.barrier()
+            t0 = time.perf_counter()
+            comm.allreduce(x)  # returns when done (the GPU path synchronises)
+            times.append(time.perf_counter() - t0)
+        t = torch.tensor(times, dtype=torch.float64).numpy()
+        comm.allreduce(t, op="max")  # slowest rank per iteration
+        med = float(sorted(t)[len(t) // 2])
+        algbw = (mib << 20) / med / 1e9
+        rows.append((mib, med * 1e6, algbw, algbw * 2 * (n - 1) / n))
+        torch.cuda.synchronize()
+        del x
+    if r == 0:
+        print(f"# pycomm GPU allreduce, {n} ranks on {torch.cuda.get_device_name(0)}; {comm.device_path}")
+        print(f"# device-to-device copy bandwidth (read + written): {copy:.0f} GB/s")
+        print("| size (MiB) | time (us) | algbw (GB/s) | busbw (GB/s) | busbw / copy bw |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for mib, us, alg, bus in rows:
+            print(f"| {mib} | {us:.0f} | {alg:.1f} | {bus:.1f} | {bus / copy:.1%} |")
+    comm.close()
+
+
+if __name__ == "__main__":
+    main()
