@@ -44,8 +44,7 @@ def _check_timeout(timeout):
 # Expert knobs of the native core, for benchmarking and unusual machines.
 _TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "slice_bytes",
                 "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us",
-                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes",
-                "PYCOMM_DEVICE_STAGING_BYTES": "device_staging_bytes"}
+                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes"}
 
 
 def _env_tuning():

@@ -73,8 +73,6 @@ class PyComm {
     tuning.slice_bytes = option<size_t>(opts, "slice_bytes", tuning.slice_bytes);
     tuning.direct_max_bytes = option<size_t>(opts, "direct_max_bytes", tuning.direct_max_bytes);
     tuning.int8_piece_bytes = option<size_t>(opts, "int8_piece_bytes", tuning.int8_piece_bytes);
-    tuning.device_staging_bytes =
-        option<size_t>(opts, "device_staging_bytes", tuning.device_staging_bytes);
     tuning.single_host = option<int>(opts, "local_ranks", 1) == size;
     std::unique_ptr<Transport> tr;
     if (transport == "shm") {
@@ -207,7 +205,7 @@ class PyComm {
     a.root = root;
     a.in = reinterpret_cast<const void*>(in);
     a.out = reinterpret_cast<void*>(out);
-    {
+    if (count != 0) {  // an empty tensor may have no storage at all
       py::gil_scoped_release nogil;  // the first CUDA call may start the runtime
       const int din = cuda::device_of(a.in), dout = cuda::device_of(a.out);
       if (din < 0 || dout < 0)

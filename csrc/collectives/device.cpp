@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "collectives.h"
 #include "../common/error.h"
@@ -11,25 +12,22 @@
 #include "../cuda/device_memory.h"
 
 namespace pycomm {
+
 namespace {
 
-// What a rank tells its peers when the GPU path starts.
-struct PeerInfo {
-  cuda::IpcHandle staging;
-  int32_t device;
-  int32_t pad;
+// What a rank tells its peers at the start of an op.
+struct OpRefs {
+  DeviceState::Ref in, out;
 };
 
-size_t rounds_for(size_t count, size_t per_round) {
-  return std::max<size_t>(1, (count + per_round - 1) / per_round);
-}
+// Caches stay small: a training loop reuses the same few allocations, and a
+// mapping kept open keeps a peer's freed memory alive.
+constexpr size_t kMaxExported = 1024, kMaxImported = 256;
 
 }  // namespace
 
 DeviceState::~DeviceState() {
-  for (size_t p = 0; p < peer_staging_.size(); ++p)
-    if (peer_staging_[p] != staging_) cuda::ipc_close(peer_staging_[p]);
-  cuda::device_free(staging_);
+  for (auto& kv : imported_) cuda::ipc_close(kv.second);
   cuda::host_free_pinned(pinned_);
   cuda::stream_destroy(stream_);
 }
@@ -37,41 +35,47 @@ DeviceState::~DeviceState() {
 std::string DeviceState::describe() const {
   if (device_ < 0) return "GPU path not started";
   if (single_host_)
-    return strprintf("CUDA IPC staging (%zu MiB per region) among %zu local ranks, device %d",
-                     staging_bytes_ >> 20, peer_staging_.size(), device_);
+    return strprintf("CUDA IPC on device %d, peer buffers read and written in place (%zu peer "
+                     "allocations mapped)", device_, imported_.size());
   return strprintf("pinned host staging over the host transport, device %d", device_);
 }
 
-void DeviceState::setup(OpContext& ctx, int device) {
-  device_ = device;
-  stream_ = cuda::stream_create(device);
-  if (!single_host_) return;
-  const int n = ctx.size(), r = ctx.rank();
-  staging_ = static_cast<uint8_t*>(cuda::device_alloc(2 * staging_bytes_, device));
-  PeerInfo mine{};
-  mine.staging = cuda::ipc_handle(staging_);
-  mine.device = device;
-  std::vector<PeerInfo> theirs(n);
-  std::vector<SendSpec> sends;
-  std::vector<RecvSpec> recvs;
-  for (int p = 0; p < n; ++p) {
-    if (p == r) continue;
-    sends.push_back({p, reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)});
-    recvs.push_back({p, sizeof(PeerInfo), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
+DeviceState::Ref DeviceState::export_ref(const void* ptr, size_t bytes) {
+  Ref ref{};
+  ref.bytes = bytes;
+  if (bytes == 0) return ref;
+  const cuda::Allocation a = cuda::allocation_of(ptr);
+  auto it = exported_.find(a.id);
+  if (it == exported_.end()) {
+    if (exported_.size() >= kMaxExported) exported_.clear();
+    it = exported_.emplace(a.id, cuda::ipc_handle(a.base)).first;
   }
-  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
-  peer_staging_.assign(n, nullptr);
-  for (int p = 0; p < n; ++p)
-    peer_staging_[p] = p == r ? staging_ : static_cast<uint8_t*>(cuda::ipc_open(theirs[p].staging, device));
+  ref.handle = it->second;
+  ref.offset = static_cast<const uint8_t*>(ptr) - a.base;
+  return ref;
+}
+
+uint8_t* DeviceState::import_ref(const Ref& ref) {
+  if (ref.bytes == 0) return nullptr;
+  std::string key(reinterpret_cast<const char*>(ref.handle.bytes), sizeof(ref.handle.bytes));
+  auto it = imported_.find(key);
+  if (it == imported_.end()) {
+    it = imported_.emplace(key, static_cast<uint8_t*>(cuda::ipc_open(ref.handle, device_))).first;
+  }
+  return it->second + ref.offset;
 }
 
 void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, int root,
                       void* caller_stream) {
-  const void* any = out ? out : in;
-  const int device = cuda::device_of(any);
+  if (count == 0) {  // nothing to touch (pointers may be null): meet, to check the call
+    ctx.sync_peers();
+    return;
+  }
+  const int device = cuda::device_of(out ? out : in);
   if (device < 0) throw_error(ErrorKind::kValue, "the buffer is not in GPU memory");
   if (device_ < 0) {
-    setup(ctx, device);
+    device_ = device;
+    stream_ = cuda::stream_create(device);
   } else if (device != device_) {
     throw_error(ErrorKind::kValue,
                 strprintf("this communicator's GPU buffers live on device %d, this one on device %d "
@@ -88,26 +92,47 @@ void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, i
   cuda::stream_sync(stream_);
 }
 
-// Every round ends with all ranks' streams drained and a meeting, so the next
-// round (or op) may overwrite any staging region.
 void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root) {
   const int n = ctx.size(), r = ctx.rank();
-  const size_t es = ctx.elem(), region = staging_bytes_;
+  const size_t es = ctx.elem();
+  const Coll coll = ctx.stamp.coll;
+  const size_t in_bytes = count * es * (coll == Coll::kReduceScatter ? n : 1);
+  const size_t out_bytes = count * es * (coll == Coll::kAllgather ? n : 1);
+  if (imported_.size() > kMaxImported) {  // between ops: nothing reads the mappings now
+    for (auto& kv : imported_) cuda::ipc_close(kv.second);
+    imported_.clear();
+  }
+
+  // 1. This rank's input is ready (the caller's stream drained into ours),
+  //    and every rank learns where every other rank's buffers are.
+  cuda::stream_sync(stream_);
+  OpRefs mine{export_ref(in, in_bytes), export_ref(out, out_bytes)};
+  std::vector<OpRefs> theirs(n);
+  std::vector<SendSpec> sends;
+  std::vector<RecvSpec> recvs;
+  for (int p = 0; p < n; ++p) {
+    if (p == r) continue;
+    sends.push_back({p, reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)});
+    recvs.push_back({p, sizeof(OpRefs), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
+  }
+  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
+  std::vector<const uint8_t*> ins(n);
+  std::vector<uint8_t*> outs(n);
+  for (int p = 0; p < n; ++p) {
+    ins[p] = p == r ? in : import_ref(theirs[p].in);
+    outs[p] = p == r ? out : import_ref(theirs[p].out);
+  }
+
+  // 2. The data movement, on our stream.
   const DType dt = ctx.stamp.dtype;
   const bool avg = ctx.stamp.op == RedOp::kAvg;
   const RedOp op = avg ? RedOp::kSum : ctx.stamp.op;
-  auto in_of = [&](int p) { return peer_staging_[p]; };
-  auto out_of = [&](int p) { return peer_staging_[p] + region; };
   std::vector<const void*> srcs(n);
-  auto meet = [&] {
-    cuda::stream_sync(stream_);
-    ctx.sync_peers();
-  };
-  // Every rank's slice, reduced in rank order (kMaxReduceSources per launch,
-  // each later launch folding dst in first).
-  auto reduce_into = [&](uint8_t* dst, size_t src_offset, size_t len) {
+  // Every rank's data at `offset`, reduced in rank order into dst
+  // (kMaxReduceSources per launch, each later launch folding dst in first).
+  auto reduce_into = [&](uint8_t* dst, size_t offset, size_t len) {
     if (len == 0) return;
-    for (int p = 0; p < n; ++p) srcs[p] = in_of(p) + src_offset;
+    for (int p = 0; p < n; ++p) srcs[p] = ins[p] + offset;
     int done = std::min(n, cuda::kMaxReduceSources);
     cuda::reduce_n(dst, srcs.data(), done, len, dt, op, stream_);
     while (done < n) {
@@ -119,62 +144,31 @@ void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_
     }
     if (avg) cuda::divide(dst, len, dt, n, stream_);
   };
-
-  switch (ctx.stamp.coll) {
-    case Coll::kAllreduce: {
-      const size_t per = std::max<size_t>(1, region / es);
-      for (size_t k = 0, rounds = rounds_for(count, per); k < rounds; ++k) {
-        const size_t a = k * per, len = std::min(per, count - std::min(count, a));
-        cuda::copy_async(in_of(r), in + a * es, len * es, stream_);
-        meet();
-        Chunks ch{len, n};
-        reduce_into(out_of(r) + ch.offset(r) * es, ch.offset(r) * es, ch.length(r));
-        meet();
-        for (int p = 0; p < n; ++p)
-          cuda::copy_async(out + (a + ch.offset(p)) * es, out_of(p) + ch.offset(p) * es,
-                           ch.length(p) * es, stream_);
-        meet();
-      }
+  switch (coll) {
+    case Coll::kAllreduce: {  // slice r: reduce here, then push to every peer's output
+      Chunks ch{count, n};
+      const size_t at = ch.offset(r) * es, len = ch.length(r);
+      reduce_into(out + at, at, len);
+      for (int p = 0; p < n; ++p)
+        if (p != r) cuda::copy_async(outs[p] + at, out + at, len * es, stream_);
       break;
     }
-    case Coll::kReduceScatter: {  // in: n blocks of count; out: block r
-      const size_t per = std::max<size_t>(1, region / es / n);
-      for (size_t k = 0, rounds = rounds_for(count, per); k < rounds; ++k) {
-        const size_t a = k * per, len = std::min(per, count - std::min(count, a));
-        for (int j = 0; j < n; ++j)
-          cuda::copy_async(in_of(r) + j * len * es, in + (j * count + a) * es, len * es, stream_);
-        meet();
-        reduce_into(out + a * es, r * len * es, len);
-        meet();
-      }
+    case Coll::kReduceScatter:
+      reduce_into(out, r * count * es, count);
       break;
-    }
-    case Coll::kAllgather: {  // in: count; out: n blocks of count
-      const size_t per = std::max<size_t>(1, region / es);
-      for (size_t k = 0, rounds = rounds_for(count, per); k < rounds; ++k) {
-        const size_t a = k * per, len = std::min(per, count - std::min(count, a));
-        cuda::copy_async(in_of(r), in + a * es, len * es, stream_);
-        meet();
-        for (int p = 0; p < n; ++p)
-          cuda::copy_async(out + (p * count + a) * es, in_of(p), len * es, stream_);
-        meet();
-      }
+    case Coll::kAllgather:
+      for (int p = 0; p < n; ++p)
+        if (p != r || in != out + r * count * es) cuda::copy_async(out + p * count * es, ins[p], count * es, stream_);
       break;
-    }
-    case Coll::kBroadcast: {  // in == out
-      const size_t per = std::max<size_t>(1, region / es);
-      for (size_t k = 0, rounds = rounds_for(count, per); k < rounds; ++k) {
-        const size_t a = k * per, len = std::min(per, count - std::min(count, a));
-        if (r == root) cuda::copy_async(in_of(r), out + a * es, len * es, stream_);
-        meet();
-        if (r != root) cuda::copy_async(out + a * es, in_of(root), len * es, stream_);
-        meet();
-      }
+    case Coll::kBroadcast:
+      if (r != root) cuda::copy_async(out, ins[root], count * es, stream_);
       break;
-    }
     default:
-      throw_error(ErrorKind::kValue, std::string("no GPU path for ") + coll_name(ctx.stamp.coll));
+      throw_error(ErrorKind::kValue, std::string("no GPU path for ") + coll_name(coll));
   }
+  // 3. Nobody leaves while a peer may still read its input or write its output.
+  cuda::stream_sync(stream_);
+  ctx.sync_peers();
 }
 
 void DeviceState::run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root) {

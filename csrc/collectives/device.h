@@ -1,53 +1,64 @@
 // Collectives on GPU buffers (device.cpp).
 //
-// Ranks on one host: each rank owns a staging buffer in device memory that
-// every other rank maps through CUDA IPC once; an op copies this rank's data
-// into its staging, the ranks meet (a stamped zero-byte exchange over the
-// host transport, which also catches mismatched calls), and kernels read the
-// peers' staging directly: each rank reduces its slice from every rank's
-// staging in rank order (the two-shot allreduce), then copies every slice
-// out. No byte passes through host memory. Ranks on several hosts stage
-// through pinned host memory and run the host algorithms.
+// Ranks on one host work on each other's buffers directly: at the start of
+// an op every rank sends its peers the CUDA IPC handles of the allocations
+// holding its input and output (with the offsets), each peer maps them once
+// (cached by handle), and kernels and copies read and write peer memory in
+// place. An allreduce is two-shot: rank r reduces slice r of every rank's
+// input in rank order into its output and copies it into every peer's
+// output; reduce-scatter, allgather and broadcast pull what they need. Two
+// meetings per op over the host transport (the handle exchange, stamped so
+// mismatched calls are caught, and an end-of-op barrier), no staging copy,
+// no byte through host memory. Ranks on several hosts stage through pinned
+// host memory and run the host algorithms.
 //
 // Ops run on a stream of pycomm's own, ordered after the caller's stream,
 // and are complete (synchronised) when they return.
 #pragma once
 
 #include <cstddef>
-#include <memory>
+#include <cstdint>
+#include <map>
 #include <string>
-#include <vector>
+#include <unordered_map>
 
 #include "exchange.h"
+#include "../cuda/device_memory.h"
 
 namespace pycomm {
 
 class DeviceState {
  public:
   // single_host: every rank shares this host (CUDA IPC); else host staging.
-  DeviceState(bool single_host, size_t staging_bytes)
-      : single_host_(single_host), staging_bytes_(staging_bytes) {}
+  explicit DeviceState(bool single_host) : single_host_(single_host) {}
   ~DeviceState();
   DeviceState(const DeviceState&) = delete;
   DeviceState& operator=(const DeviceState&) = delete;
 
   // in/out/count/root as for the host collectives (collectives.h).
   void run(OpContext& ctx, const void* in, void* out, size_t count, int root, void* caller_stream);
-  // "CUDA IPC between 4 local ranks on device 0" (for logs and repr).
+  // "CUDA IPC on device 0 (3 peer allocations mapped)", for logs and repr.
   std::string describe() const;
 
+  // A buffer as a peer finds it: its allocation's IPC handle and the offset.
+  struct Ref {
+    cuda::IpcHandle handle;
+    uint64_t offset;
+    uint64_t bytes;
+  };
+
  private:
-  void setup(OpContext& ctx, int device);
+  Ref export_ref(const void* ptr, size_t bytes);
+  uint8_t* import_ref(const Ref& ref);
   void run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
   void run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
 
   const bool single_host_;
-  const size_t staging_bytes_;  // per rank: an input region and an output region
   int device_ = -1;
   void* stream_ = nullptr;
-  uint8_t* staging_ = nullptr;        // this rank's (device memory)
-  std::vector<uint8_t*> peer_staging_;  // every rank's, mapped here (own included)
-  uint8_t* pinned_ = nullptr;          // host staging, several hosts
+  std::unordered_map<uint64_t, cuda::IpcHandle> exported_;  // allocation id -> its handle
+  std::map<std::string, uint8_t*> imported_;                // peer handle -> mapped base
+  uint8_t* pinned_ = nullptr;  // host staging, several hosts
   size_t pinned_bytes_ = 0;
 };
 

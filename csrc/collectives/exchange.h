@@ -76,7 +76,6 @@ struct Tuning {
   size_t slice_bytes = 256 << 10;       // most bytes handed to the transport per call
   size_t direct_max_bytes = 32 << 10;   // at or below: one-step direct algorithms
   size_t int8_piece_bytes = 256 << 10;  // int8 collectives: float32 bytes per owner per round
-  size_t device_staging_bytes = 32 << 20;  // GPU buffers: each of a rank's two staging regions
   bool single_host = false;             // every rank on this host (GPU buffers: CUDA IPC)
 };
 

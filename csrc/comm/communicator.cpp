@@ -75,7 +75,7 @@ void Communicator::execute(Op& op) {
     try {
       if (a.device) {
         std::lock_guard<std::mutex> lk(device_mu_);
-        if (!device_) device_ = std::make_unique<DeviceState>(tuning_.single_host, tuning_.device_staging_bytes);
+        if (!device_) device_ = std::make_unique<DeviceState>(tuning_.single_host);
         device_->run(ctx, a.in, a.out, a.count, a.root, a.stream);
       } else {
         run_host(ctx, a, int8);

@@ -1,4 +1,5 @@
 // device_memory.h with the CUDA runtime.
+#include <cuda.h>  // types and attribute names only: the driver is reached through the runtime
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -16,7 +17,45 @@ namespace {
 // every call names the device it means.
 void set_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
 
+// cuPointerGetAttributes, from the driver through the runtime (pycomm does
+// not link libcuda: the static runtime loads it when first used).
+using PointerAttributesFn = CUresult (*)(unsigned int, CUpointer_attribute*, void**, CUdeviceptr);
+
+PointerAttributesFn pointer_attributes() {
+  static PointerAttributesFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuPointerGetAttributes", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<PointerAttributesFn>(nullptr);
+    }
+    return reinterpret_cast<PointerAttributesFn>(f);
+  }();
+  return fn;
+}
+
 }  // namespace
+
+Allocation allocation_of(const void* ptr) {
+  PointerAttributesFn fn = pointer_attributes();
+  if (!fn) throw_error(ErrorKind::kComm, "cuPointerGetAttributes is not available from the CUDA driver");
+  CUpointer_attribute names[] = {CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+                                 CU_POINTER_ATTRIBUTE_BUFFER_ID};
+  CUdeviceptr start = 0;
+  size_t size = 0;
+  unsigned long long id = 0;
+  void* values[] = {&start, &size, &id};
+  CUresult r = fn(3, names, values, reinterpret_cast<CUdeviceptr>(ptr));
+  if (r != CUDA_SUCCESS)
+    throw_error(ErrorKind::kComm, strprintf("cuPointerGetAttributes failed (CUresult %d) for %p", int(r), ptr));
+  Allocation a;
+  a.base = reinterpret_cast<uint8_t*>(start);
+  a.size = size;
+  a.id = id;
+  return a;
+}
 
 int device_of(const void* ptr) {
   cudaPointerAttributes attr;

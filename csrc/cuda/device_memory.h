@@ -13,6 +13,16 @@ namespace cuda {
 // The device holding `ptr`, or -1 for host memory (pageable or pinned).
 int device_of(const void* ptr);
 
+// The cudaMalloc allocation holding a device pointer: where it starts, how
+// long it is, and the process-wide unique id CUDA gives it (a freed and
+// reallocated range gets a new id, so the id keys caches of IPC handles).
+struct Allocation {
+  uint8_t* base = nullptr;
+  size_t size = 0;
+  uint64_t id = 0;
+};
+Allocation allocation_of(const void* ptr);
+
 // Device memory another process on this host can map (cudaMalloc'd: IPC
 // handles exist only for whole cudaMalloc allocations).
 void* device_alloc(size_t bytes, int device);
@@ -25,6 +35,8 @@ void host_free_pinned(void* ptr);
 struct IpcHandle {
   uint8_t bytes[64];  // cudaIpcMemHandle_t, sent to peers as is
 };
+// The handle of a whole allocation (its base, as allocation_of gives it):
+// what torch's caching allocator hands out are parts of such allocations.
 IpcHandle ipc_handle(void* base);
 // Maps a peer's allocation into this process (on `device`); ipc_close undoes it.
 void* ipc_open(const IpcHandle& handle, int device);

@@ -31,6 +31,13 @@ inline int elems_per_thread(size_t block_size) {
   return block_size <= 1024 ? 4 : static_cast<int>(block_size / kThreads);
 }
 
+// The plain quantize kernel reads 4 bytes per element and does little else:
+// it needs more loads in flight per thread to reach the copy bandwidth, so
+// it takes 8 elements per thread from 64-element blocks up (G = block / 8).
+inline int elems_per_thread_quantize(size_t block_size) {
+  return block_size <= 32 ? 4 : block_size <= 2048 ? 8 : 16;
+}
+
 struct Group {
   int size;      // G
   int lane;      // this thread's index in its group

@@ -45,7 +45,7 @@ void launch_quantize(const void* x, size_t count, size_t block_size, bool stocha
   using S = typename E::Storage;
   const bool vec = aligned_to(x, 4 * sizeof(S)) && aligned_to(q, 4) &&
                    (residual == nullptr || aligned_to(residual, 16));
-  const int ept = quant::elems_per_thread(block_size);
+  const int ept = quant::elems_per_thread_quantize(block_size);
   const size_t groups_per_cta = quant::kThreads / (block_size / ept);
   const unsigned grid =
       grid_size(kernels::quant_num_blocks(count, block_size), groups_per_cta, "quantize_int8");

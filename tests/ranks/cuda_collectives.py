@@ -1,7 +1,7 @@
 """Every collective on torch CUDA tensors (all ranks may share one GPU: CUDA
 IPC), checked against float64 numpy references and for bitwise identity
 across ranks; in place and out of place, async, the caller's stream order,
-staging smaller than the tensor (several rounds). Exit status non-zero on the
+views at offsets into one allocation. Exit status non-zero on the
 first wrong result."""
 import sys
 
@@ -102,11 +102,15 @@ def main():
             check_all(comm, count, dtype)
     check_streams_and_async(comm)
     log(comm, f"path: {comm.device_path}")
-    # Staging regions smaller than the tensor: many rounds.
-    small = comm_from_env(options={**opts, "device_staging_bytes": 4096})
-    for dtype in ("float32", "float16"):
-        check_all(small, 10007, dtype)
-    small.close()
+    # Views into one allocation at odd offsets, and a second communicator side by side.
+    other = comm_from_env(options=opts)
+    big = torch.zeros(3 * 10007 + 5, device="cuda")
+    for c in (comm, other):
+        view = big[5:5 + 10007]
+        view.fill_(float(comm.rank + 1))
+        c.allreduce(view)
+        assert torch.all(view == comm.size * (comm.size + 1) / 2) and torch.all(big[:5] == 0), "offset view"
+    other.close()
     comm.close()
     log(comm, f"cuda collectives ok on {comm.size} ranks")
 
