@@ -168,10 +168,9 @@ class Communicator:
         opts = {**_env_tuning(), **(options or {})}
         opts.setdefault("connect_timeout", boot_timeout)
         opts.setdefault("local_ranks", hosts.count(hosts[rank]))
-        if kind == "tcp":
-            if rank == 0:
-                store.set(f"{prefix}/token", secrets.token_bytes(32))
-            opts["token"] = store.get(f"{prefix}/token", boot_timeout)
+        if kind == "tcp":  # rank 0's random token, through a collective any store has
+            mine = secrets.token_bytes(32) if rank == 0 else b""
+            opts["token"] = store.allgather(f"{prefix}/token", rank, size, mine, boot_timeout)[0]
             opts.setdefault("bind_addr", bind_address(store, hosts))
         steps = itertools.count()
 
@@ -195,6 +194,24 @@ class Communicator:
         rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         t = timeout if timeout is not None else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT)
         return cls(rank, size, _env_store(rank, size, max(t, 60.0)), timeout=timeout, **kwargs)
+
+    @classmethod
+    def from_mpi(cls, comm, **kwargs):
+        """A communicator over the ranks of an mpi4py communicator (COMM_WORLD,
+        Split, Dup, Create_group ...): same rank and size, bootstrapped with MPI
+        collectives on a duplicate of it, data over pycomm's own transports.
+        Every rank of `comm` must call it. Closing the pycomm communicator frees
+        the duplicate."""
+        from .mpi import MPIStore
+
+        store = MPIStore(comm)
+        try:
+            self = cls(store.rank, store.size, store, **kwargs)
+        except BaseException:
+            store.close()
+            raise
+        self._owned_store = store
+        return self
 
     # -- collectives -------------------------------------------------------
 
@@ -341,6 +358,10 @@ class Communicator:
         if self._native is not None:
             self._native.close()
             self._inflight.clear()
+        owned = getattr(self, "_owned_store", None)
+        if owned is not None:
+            self._owned_store = None
+            owned.close()
 
     def __enter__(self):
         return self

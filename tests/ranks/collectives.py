@@ -84,28 +84,33 @@ def check_torch(comm):
         assert isinstance(g, torch.Tensor) and g.dtype == t.dtype and g.numel() == n * count
 
 
+def run_all(comm, counts=None):
+    """Every collective x dtype x op x count on `comm` (also used by tests/mpi)."""
+    n = comm.size
+    counts = counts or [0, 1, max(n - 1, 1), 7, 1001, 65537]
+    for dtype in DTYPES:
+        for count in counts:
+            for op in ops_for(dtype):
+                check_allreduce(comm, count, dtype, op)
+                check_reduce_scatter(comm, count, dtype, op)
+            check_allgather(comm, count, dtype)
+            check_broadcast(comm, count, dtype, root=count % n)
+        comm.barrier()
+    # Large payloads: several ring slices and wrap-arounds of the transport buffers.
+    big = 1_048_579  # > 4 MiB of float32, odd
+    for dtype, op in (("float32", "sum"), ("float64", "avg"), ("int32", "max"), ("float16", "sum")):
+        check_allreduce(comm, big, dtype, op)
+    check_reduce_scatter(comm, big // n, "float32", "sum")
+    check_allgather(comm, big // n, "int64")
+    check_broadcast(comm, big, "float32", root=n - 1)
+    check_torch(comm)
+
+
 def main():
     counts = [int(c) for c in sys.argv[1].split(",")] if len(sys.argv) > 1 else None
     with comm_from_env(timeout=120) as comm:
-        n = comm.size
-        counts = counts or [0, 1, max(n - 1, 1), 7, 1001, 65537]
-        for dtype in DTYPES:
-            for count in counts:
-                for op in ops_for(dtype):
-                    check_allreduce(comm, count, dtype, op)
-                    check_reduce_scatter(comm, count, dtype, op)
-                check_allgather(comm, count, dtype)
-                check_broadcast(comm, count, dtype, root=count % n)
-            comm.barrier()
-        # Large payloads: several ring slices and wrap-arounds of the transport buffers.
-        big = 1_048_579  # > 4 MiB of float32, odd
-        for dtype, op in (("float32", "sum"), ("float64", "avg"), ("int32", "max"), ("float16", "sum")):
-            check_allreduce(comm, big, dtype, op)
-        check_reduce_scatter(comm, big // n, "float32", "sum")
-        check_allgather(comm, big // n, "int64")
-        check_broadcast(comm, big, "float32", root=n - 1)
-        check_torch(comm)
-        log(comm, f"collectives ok on {n} ranks over {comm.transport}")
+        run_all(comm, counts)
+        log(comm, f"collectives ok on {comm.size} ranks over {comm.transport}")
 
 
 if __name__ == "__main__":
