@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
-from . import device
+from . import device, log
 from .error_feedback import ErrorFeedback
 from .ops import op_code
 from .store import Store, store_from_env
@@ -158,7 +158,10 @@ class Communicator:
         self._timeout = (_check_timeout(timeout) if timeout is not None
                          else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT))
         self._store = store
-        prefix = f"pycomm/{name if name is not None else next(_comm_ids)}"
+        self.name = name if name is not None else next(_comm_ids)
+        prefix = f"pycomm/{self.name}"
+        self._seq = 0  # the next op's sequence number, as the native core stamps it
+        self._gpu_logged = False
         self._inflight = deque()
         self._native = None
         boot_timeout = max(self._timeout, 60.0)
@@ -181,6 +184,8 @@ class Communicator:
         self.rank = rank
         self.size = size
         self.transport = kind
+        log.info(self, f"transport {kind}, {size} ranks on {len(set(hosts))} host(s), "
+                       f"{opts['local_ranks']} on this one")
 
     @classmethod
     def from_env(cls, *, timeout=None, **kwargs):
@@ -235,6 +240,7 @@ class Communicator:
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
             w = self._native.allreduce(x, out, op_code(op), async_op, timeout)
+            self._submitted("allreduce", x, f" {op}")
             result = x if out is None else out
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
@@ -247,6 +253,7 @@ class Communicator:
             owned = self._native.int8_owned(n, block_size) if error_feedback is not None else 0
             w = _residuals(error_feedback, layout, owned, lambda worker, owner: self._native.allreduce_int8(
                 x, out, op_code(op), block_size, stochastic, seed, worker, owner, async_op, timeout))
+            self._submitted("allreduce", x, f" {op}, int8 block {block_size}")
             result = x if out is None else out
         return self._track(w) if async_op else result
 
@@ -269,6 +276,7 @@ class Communicator:
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
             w = self._native.reduce_scatter(x, out, op_code(op), async_op, timeout)
+            self._submitted("reduce_scatter", x, f" {op}")
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
                                                          error_feedback)
@@ -276,6 +284,7 @@ class Communicator:
                       "rank": self.rank, "block_size": block_size}
             w = _residuals(error_feedback, layout, 0, lambda worker, _: self._native.reduce_scatter_int8(
                 x, out, op_code(op), block_size, stochastic, seed, worker, async_op, timeout))
+            self._submitted("reduce_scatter", x, f" {op}, int8 block {block_size}")
         return self._track(w) if async_op else out
 
     def allgather(self, x, out=None, async_op=False, timeout=None):
@@ -287,6 +296,7 @@ class Communicator:
             out = _flat_empty(x, _size_of(x) * self.size)
         w = self._native.allgather(x, out, async_op,
                                    self._timeout if timeout is None else _check_timeout(timeout))
+        self._submitted("allgather", x)
         return self._track(w) if async_op else out
 
     def broadcast(self, x, root=0, async_op=False, timeout=None):
@@ -298,12 +308,25 @@ class Communicator:
                                    self._timeout if timeout is None else _check_timeout(timeout))
         w = self._native.broadcast(x, root, async_op,
                                    self._timeout if timeout is None else _check_timeout(timeout))
+        self._submitted("broadcast", x, f" root {root}")
         return self._track(w) if async_op else x
 
     def barrier(self, async_op=False, timeout=None):
         """Returns once every rank has entered the barrier."""
         w = self._native.barrier(async_op, self._timeout if timeout is None else _check_timeout(timeout))
+        self._submitted("barrier", None)
         return self._track(w) if async_op else None
+
+    def _submitted(self, coll, x, detail=""):
+        # Called once the native core took an op: it numbered it self._seq.
+        seq = self._seq
+        self._seq += 1
+        if log.level >= 3:
+            if x is None:
+                log.trace(self, f"#{seq} {coll}")
+                return
+            count = x.numel() if callable(getattr(x, "numel", None)) else getattr(x, "size", "?")
+            log.trace(self, f"#{seq} {coll} {getattr(x, 'dtype', '')} x {count}{detail}")
 
     def _device_op(self, coll, x, out, op, root, async_op, timeout):
         """GPU buffers (pycomm/device.py): checked here, run by the native GPU path."""
@@ -330,6 +353,10 @@ class Communicator:
         count = do.count if coll == "reduce_scatter" else dx.count
         w = self._native.device_op(coll, dx.ptr, do.ptr, count, dx.dtype, op_code(op), root, dx.stream,
                                    async_op, timeout)
+        self._submitted(coll, x, f" {op}, GPU buffers" if coll in ("allreduce", "reduce_scatter") else ", GPU buffers")
+        if not self._gpu_logged and log.level >= 2 and not async_op:
+            self._gpu_logged = True
+            log.info(self, f"GPU buffers: {self.device_path}")
         return self._track(w, (x, out)) if async_op else out
 
     @property
