@@ -115,8 +115,7 @@ def _on_gpu(x, out):
 
 def _gpu_uncompressed(compress):
     if compress is not None:
-        raise ValueError("compress='int8' of GPU buffers is not available yet: move the tensor to "
-                         "the CPU, or allreduce it uncompressed")
+        raise ValueError("compress='int8' of GPU buffers is available for allreduce only")
 
 
 def _int8_options(compress, block_size, stochastic, seed, error_feedback):
@@ -235,8 +234,14 @@ class Communicator:
         """
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if _on_gpu(x, out):
-            _gpu_uncompressed(compress)
-            return self._device_op("allreduce", x, out, op, 0, async_op, timeout)
+            if compress is None:
+                _uncompressed(block_size, stochastic, seed, error_feedback)
+                return self._device_op("allreduce", x, out, op, 0, async_op, timeout)
+            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
+                                                         error_feedback)
+            if error_feedback is not None:
+                raise ValueError("error_feedback with GPU buffers is not available yet")
+            return self._device_allreduce_int8(x, out, op, block_size, stochastic, seed, async_op, timeout)
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
             w = self._native.allreduce(x, out, op_code(op), async_op, timeout)
@@ -357,6 +362,24 @@ class Communicator:
         if not self._gpu_logged and log.level >= 2 and not async_op:
             self._gpu_logged = True
             log.info(self, f"GPU buffers: {self.device_path}")
+        return self._track(w, (x, out)) if async_op else out
+
+    def _device_allreduce_int8(self, x, out, op, block_size, stochastic, seed, async_op, timeout):
+        dx = device.describe(x, "x")
+        if dx is None:
+            raise TypeError("out is in GPU memory but x is not: pass both on the GPU or both on the host")
+        if out is None:
+            out = x if dx.dtype == 0 else device.empty_like(dx, dx.count, float32=True)
+        do = dx if out is x else device.describe(out, "out")
+        if do is None:
+            raise TypeError("x is in GPU memory but out is not: pass both on the GPU or both on the host")
+        if do.dtype != 0:
+            raise TypeError("out must be float32: a compressed allreduce returns float32")
+        if do.count != dx.count:
+            raise ValueError(f"out must have {dx.count} elements, got {do.count}")
+        w = self._native.device_allreduce_int8(dx.ptr, do.ptr, dx.count, dx.dtype, op_code(op), block_size,
+                                               stochastic, seed, dx.stream, async_op, timeout)
+        self._submitted("allreduce", x, f" {op}, int8 block {block_size}, GPU buffers")
         return self._track(w, (x, out)) if async_op else out
 
     @property

@@ -64,14 +64,18 @@ def describe(x, what="x"):
     return None
 
 
-def empty_like(buf, count):
-    """A new 1-D GPU buffer of `count` elements like buf.obj (torch or CuPy)."""
+def empty_like(buf, count, float32=False):
+    """A new 1-D GPU buffer of `count` elements like buf.obj (torch or CuPy), of
+    its dtype or float32."""
     x = buf.obj
     if hasattr(x, "new_empty"):
+        if float32:
+            import torch
+            return x.new_empty((count,), dtype=torch.float32)
         return x.new_empty((count,))
     import cupy  # any other library: CuPy is what __cuda_array_interface__ users usually have
 
-    return cupy.empty(count, dtype=x.dtype)
+    return cupy.empty(count, dtype="float32" if float32 else x.dtype)
 
 
 def available():

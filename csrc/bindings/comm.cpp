@@ -205,19 +205,36 @@ class PyComm {
     a.root = root;
     a.in = reinterpret_cast<const void*>(in);
     a.out = reinterpret_cast<void*>(out);
-    if (count != 0) {  // an empty tensor may have no storage at all
-      py::gil_scoped_release nogil;  // the first CUDA call may start the runtime
-      const int din = cuda::device_of(a.in), dout = cuda::device_of(a.out);
-      if (din < 0 || dout < 0)
-        throw py::value_error(strprintf("%s is not in GPU memory (CUDA sees no device allocation at 0x%zx)",
-                                        din < 0 ? "x" : "out", din < 0 ? size_t(in) : size_t(out)));
-      if (din != dout)
-        throw py::value_error(strprintf("x is on GPU %d and out on GPU %d", din, dout));
-    }
     a.count = count;
     a.device = true;
     a.stream = reinterpret_cast<void*>(stream);
     a.timeout_s = check_timeout(timeout);
+    check_device_pointers(a);
+    return submit(a, async_op, {});
+  }
+
+  // compress="int8" of GPU buffers: x (dtype) in, out float32 on the same GPU.
+  py::object device_allreduce_int8(uintptr_t in, uintptr_t out, size_t count, int dtype, int op,
+                                   size_t block_size, bool stochastic, py::handle seed,
+                                   uintptr_t stream, bool async_op, double timeout) {
+    if (!cuda::built())
+      throw py::type_error("GPU buffers need pycomm built with CUDA (this build has none)");
+    const DType d = static_cast<DType>(dtype);
+    if (d != DType::kFloat32 && d != DType::kFloat16 && d != DType::kBFloat16)
+      throw py::type_error(std::string("compress='int8' needs float32, float16 or bfloat16 input, got ") +
+                           (dtype >= 0 && dtype < kNumDTypes ? dtype_name(d) : "an unknown dtype"));
+    CollArgs a;
+    a.coll = Coll::kAllreduceInt8;
+    a.dtype = d;
+    a.op = int8_op(op);
+    a.in = reinterpret_cast<const void*>(in);
+    a.out = reinterpret_cast<void*>(out);
+    a.count = count;
+    a.device = true;
+    a.stream = reinterpret_cast<void*>(stream);
+    a.timeout_s = check_timeout(timeout);
+    int8_args(a, block_size, stochastic, seed, py::none(), py::none(), 0, 0);
+    check_device_pointers(a);
     return submit(a, async_op, {});
   }
 
@@ -281,6 +298,16 @@ class PyComm {
     if (r == RedOp::kAvg && !dtype_is_floating(dtype))
       throw py::value_error(std::string("op avg needs a floating-point dtype, got ") + dtype_name(dtype));
     return r;
+  }
+  // Both pointers must be device memory of one GPU (an empty tensor may have none).
+  static void check_device_pointers(const CollArgs& a) {
+    if (a.count == 0) return;
+    py::gil_scoped_release nogil;  // the first CUDA call may start the runtime
+    const int din = cuda::device_of(a.in), dout = cuda::device_of(a.out);
+    if (din < 0 || dout < 0)
+      throw py::value_error(strprintf("%s is not in GPU memory (CUDA sees no device allocation at %p)",
+                                      din < 0 ? "x" : "out", din < 0 ? a.in : a.out));
+    if (din != dout) throw py::value_error(strprintf("x is on GPU %d and out on GPU %d", din, dout));
   }
   static void check_block_size(size_t b) {
     if (!kernels::quant_block_size_ok(b))
@@ -395,6 +422,7 @@ void bind_comm(py::module_& m) {
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
       .def("int8_owned", &PyComm::int8_owned)
       .def("device_op", &PyComm::device_op)
+      .def("device_allreduce_int8", &PyComm::device_allreduce_int8)
       .def("device_path", &PyComm::device_path)
       .def("allgather", &PyComm::allgather)
       .def("broadcast", &PyComm::broadcast)

@@ -10,6 +10,7 @@
 #include "../common/error.h"
 #include "../cuda/cuda_kernels.h"
 #include "../cuda/device_memory.h"
+#include "../kernels/quantize_int8.h"
 
 namespace pycomm {
 
@@ -29,6 +30,7 @@ constexpr size_t kMaxExported = 1024, kMaxImported = 256;
 DeviceState::~DeviceState() {
   for (auto& kv : imported_) cuda::ipc_close(kv.second);
   cuda::host_free_pinned(pinned_);
+  cuda::device_free(scratch_);
   cuda::stream_destroy(stream_);
 }
 
@@ -65,13 +67,8 @@ uint8_t* DeviceState::import_ref(const Ref& ref) {
   return it->second + ref.offset;
 }
 
-void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, int root,
-                      void* caller_stream) {
-  if (count == 0) {  // nothing to touch (pointers may be null): meet, to check the call
-    ctx.sync_peers();
-    return;
-  }
-  const int device = cuda::device_of(out ? out : in);
+void DeviceState::start(OpContext& ctx, const void* buffer, void* caller_stream) {
+  const int device = cuda::device_of(buffer);
   if (device < 0) throw_error(ErrorKind::kValue, "the buffer is not in GPU memory");
   if (device_ < 0) {
     device_ = device;
@@ -82,6 +79,15 @@ void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, i
                           "(one communicator per GPU, as with NCCL)", device_, device));
   }
   cuda::stream_wait(stream_, caller_stream);
+}
+
+void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, int root,
+                      void* caller_stream) {
+  if (count == 0) {  // nothing to touch (pointers may be null): meet, to check the call
+    ctx.sync_peers();
+    return;
+  }
+  start(ctx, out ? out : in, caller_stream);
   auto* i = static_cast<const uint8_t*>(in);
   auto* o = static_cast<uint8_t*>(out);
   if (single_host_) {
@@ -90,6 +96,89 @@ void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, i
     run_staged(ctx, i, o, count, root);
   }
   cuda::stream_sync(stream_);
+}
+
+uint8_t* DeviceState::scratch(size_t bytes) {
+  if (scratch_bytes_ < bytes) {
+    // Grown rarely (x2): peers keep a mapping of every allocation they saw.
+    const size_t want = std::max(bytes, 2 * scratch_bytes_);
+    cuda::device_free(scratch_);
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
+    scratch_ = static_cast<uint8_t*>(cuda::device_alloc(want, device_));
+    scratch_bytes_ = want;
+  }
+  return scratch_;
+}
+
+void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t count,
+                           const Int8Args& a, void* caller_stream) {
+  if (!single_host_)
+    throw_error(ErrorKind::kValue, "compressed allreduce of GPU buffers needs every rank on one host "
+                                   "for now (move the tensor to the CPU)");
+  if (ctx.size() > cuda::kMaxReduceSources)
+    throw_error(ErrorKind::kValue, strprintf("compressed allreduce of GPU buffers takes at most %d "
+                                             "ranks for now", cuda::kMaxReduceSources));
+  if (count == 0) {
+    ctx.sync_peers();
+    return;
+  }
+  start(ctx, out, caller_stream);
+  const int n = ctx.size(), r = ctx.rank();
+  const size_t bs = a.block_size, nblk = kernels::quant_num_blocks(count, bs);
+  // Layout, twice (this rank's quantized input; the owned sums): q bytes, then scales.
+  const size_t q_room = (count + 255) & ~size_t(255), half = q_room + nblk * sizeof(float);
+  uint8_t* mine = scratch(2 * half);
+  auto q_of = [&](uint8_t* base) { return reinterpret_cast<int8_t*>(base); };
+  auto s_of = [&](uint8_t* base) { return reinterpret_cast<float*>(base + q_room); };
+  uint8_t* sums = mine + half;
+
+  // 1. Quantize this rank's whole input once (stochastic rounding: a seed per
+  //    rank, and another for the owners).
+  cuda::quantize_int8(in, ctx.stamp.dtype, count, bs, a.stochastic, a.seed ^ (0x9E3779B97F4A7C15ull * (r + 1)),
+                      nullptr, q_of(mine), s_of(mine), stream_);
+  cuda::stream_sync(stream_);
+  // 2. Where every rank's scratch and output are.
+  OpRefs refs{export_ref(mine, 2 * half), export_ref(nullptr, 0)};  // outputs stay private
+  std::vector<OpRefs> theirs(n);
+  std::vector<SendSpec> sends;
+  std::vector<RecvSpec> recvs;
+  for (int p = 0; p < n; ++p) {
+    if (p == r) continue;
+    sends.push_back({p, reinterpret_cast<const uint8_t*>(&refs), sizeof(refs)});
+    recvs.push_back({p, sizeof(OpRefs), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
+  }
+  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
+  std::vector<uint8_t*> scr(n);
+  for (int p = 0; p < n; ++p) scr[p] = p == r ? mine : import_ref(theirs[p].in);
+  // 3. The owner of each block-aligned slice sums every rank's int8 bytes
+  //    of it (rank order, float32) and quantizes the sum once.
+  Chunks blocks{nblk, n};
+  auto first = [&](int p) { return std::min(count, blocks.offset(p) * bs); };
+  auto length = [&](int p) { return std::min(count, (blocks.offset(p) + blocks.length(p)) * bs) - first(p); };
+  if (length(r)) {
+    std::vector<const int8_t*> qs(n);
+    std::vector<const float*> ss(n);
+    for (int p = 0; p < n; ++p) {
+      qs[p] = q_of(scr[p]) + first(r);
+      ss[p] = s_of(scr[p]) + blocks.offset(r);
+    }
+    const float divisor = ctx.stamp.op == RedOp::kAvg ? static_cast<float>(n) : 1.0f;
+    cuda::reduce_requantize_int8(qs.data(), ss.data(), n, length(r), bs, divisor, a.stochastic,
+                                 a.seed ^ 0x6f776e6572ull ^ first(r), nullptr,
+                                 q_of(sums) + first(r), s_of(sums) + blocks.offset(r), stream_);
+  }
+  cuda::stream_sync(stream_);
+  ctx.sync_peers();
+  // 4. Every rank dequantizes every owner's bytes (the owner's own too).
+  for (int p = 0; p < n; ++p) {
+    if (!length(p)) continue;
+    uint8_t* s = scr[p] + half;
+    cuda::dequantize_int8(q_of(s) + first(p), s_of(s) + blocks.offset(p), length(p), bs,
+                          out + first(p), stream_);
+  }
+  cuda::stream_sync(stream_);
+  ctx.sync_peers();  // nobody reuses its scratch while a peer may read it
 }
 
 void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root) {

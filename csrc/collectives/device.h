@@ -22,6 +22,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "collectives.h"
 #include "exchange.h"
 #include "../cuda/device_memory.h"
 
@@ -37,6 +38,11 @@ class DeviceState {
 
   // in/out/count/root as for the host collectives (collectives.h).
   void run(OpContext& ctx, const void* in, void* out, size_t count, int root, void* caller_stream);
+  // The compressed allreduce (ctx.stamp.coll kAllreduceInt8; one host only):
+  // the two-shot of compressed.cpp with the CUDA kernels, every rank's int8
+  // bytes read in place by their owners. No error feedback yet.
+  void run_int8(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a,
+                void* caller_stream);
   // "CUDA IPC on device 0 (3 peer allocations mapped)", for logs and repr.
   std::string describe() const;
 
@@ -52,6 +58,8 @@ class DeviceState {
   uint8_t* import_ref(const Ref& ref);
   void run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
   void run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
+  void start(OpContext& ctx, const void* buffer, void* caller_stream);
+  uint8_t* scratch(size_t bytes);  // device memory of our own, IPC-exportable
 
   const bool single_host_;
   int device_ = -1;
@@ -60,6 +68,8 @@ class DeviceState {
   std::map<std::string, uint8_t*> imported_;                // peer handle -> mapped base
   uint8_t* pinned_ = nullptr;  // host staging, several hosts
   size_t pinned_bytes_ = 0;
+  uint8_t* scratch_ = nullptr;  // int8 collectives: this rank's quantized input and owned sums
+  size_t scratch_bytes_ = 0;
 };
 
 }  // namespace pycomm

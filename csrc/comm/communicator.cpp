@@ -76,7 +76,11 @@ void Communicator::execute(Op& op) {
       if (a.device) {
         std::lock_guard<std::mutex> lk(device_mu_);
         if (!device_) device_ = std::make_unique<DeviceState>(tuning_.single_host);
-        device_->run(ctx, a.in, a.out, a.count, a.root, a.stream);
+        if (coll_is_int8(a.coll)) {
+          device_->run_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8, a.stream);
+        } else {
+          device_->run(ctx, a.in, a.out, a.count, a.root, a.stream);
+        }
       } else {
         run_host(ctx, a, int8);
       }

@@ -64,6 +64,31 @@ def check_all(comm, count, dtype):
         assert torch.equal(x, parts[root]), f"cuda broadcast {dtype} count={count} root={root}"
 
 
+def check_int8(comm):
+    """The compressed allreduce on GPU buffers: exactly the CPU kernels' result
+    (tests/ranks/compressed.py simulates it in one process), on every rank."""
+    import compressed
+    n, r = comm.size, comm.rank
+    for dtype in ("float32", "float16", "bfloat16"):
+        for count in (0, 5, 1000, 100003):
+            for op in ("sum", "avg"):
+                xs = compressed.inputs(n, count, dtype)
+                if dtype == "bfloat16":
+                    xs = [compressed.as_torch(x, dtype) for x in xs]
+                want = compressed.simulate_allreduce(xs, op, 64)
+                x = torch.as_tensor(xs[r]).to(device="cuda", dtype=getattr(torch, dtype))
+                got = comm.allreduce(x, op=op, compress="int8")
+                assert got.dtype == torch.float32 and (dtype != "float32" or got is x)
+                got = got.cpu().numpy()
+                what = f"cuda int8 allreduce {dtype} {op} count={count}"
+                assert np.array_equal(got.view(np.int32), want.view(np.int32)), what + ": not the CPU's bytes"
+                check_identical(comm, got, what)
+    x = torch.randn(5000, device="cuda", generator=None)
+    a = comm.allreduce(x.clone(), compress="int8", stochastic=True, seed=3)
+    b = comm.allreduce(x.clone(), compress="int8", stochastic=True, seed=3)
+    assert torch.equal(a, b), "stochastic rounding on GPU is not reproducible"
+
+
 def check_streams_and_async(comm):
     n, r = comm.size, comm.rank
     side = torch.cuda.Stream()
@@ -101,6 +126,8 @@ def main():
         for count in COUNTS:
             check_all(comm, count, dtype)
     check_streams_and_async(comm)
+    if not staged:
+        check_int8(comm)
     log(comm, f"path: {comm.device_path}")
     # Views into one allocation at odd offsets, and a second communicator side by side.
     other = comm_from_env(options=opts)
