@@ -3,7 +3,8 @@
 
     python -m pycomm.launch -n 2 bench/gpu_allreduce.py [MiB ...]
 
-Prints a markdown table (rank 0): size, median time, algbw, busbw
+Prints a markdown table (rank 0), float32 then compress="int8" (algbw on the
+float32 bytes): size, median time, algbw, busbw
 (algbw x 2(n-1)/n, as nccl-tests) and busbw as a share of the device-to-device
 copy bandwidth measured here (bytes read + written by a torch copy_).
 """
@@ -40,31 +41,32 @@ def main():
     copy = copy_bandwidth() if r == 0 else 0.0
     comm.barrier()
     rows = []
-    for mib in sizes:
-        x = torch.ones(mib << 18, device="cuda")
-        iters = max(5, min(50, (1 << 30) // (mib << 20)))
-        for _ in range(3):
-            comm.allreduce(x)
-        times = []
-        for _ in range(iters):
-            comm.barrier()
-            t0 = time.perf_counter()
-            comm.allreduce(x)  # returns when done (the GPU path synchronises)
-            times.append(time.perf_counter() - t0)
-        t = torch.tensor(times, dtype=torch.float64).numpy()
-        comm.allreduce(t, op="max")  # slowest rank per iteration
-        med = float(sorted(t)[len(t) // 2])
-        algbw = (mib << 20) / med / 1e9
-        rows.append((mib, med * 1e6, algbw, algbw * 2 * (n - 1) / n))
-        torch.cuda.synchronize()
-        del x
+    for compress in (None, "int8"):
+        for mib in sizes:
+            x = torch.ones(mib << 18, device="cuda")
+            iters = max(5, min(50, (1 << 30) // (mib << 20)))
+            for _ in range(3):
+                comm.allreduce(x, compress=compress)
+            times = []
+            for _ in range(iters):
+                comm.barrier()
+                t0 = time.perf_counter()
+                comm.allreduce(x, compress=compress)  # returns when done (the GPU path synchronises)
+                times.append(time.perf_counter() - t0)
+            t = torch.tensor(times, dtype=torch.float64).numpy()
+            comm.allreduce(t, op="max")  # slowest rank per iteration
+            med = float(sorted(t)[len(t) // 2])
+            algbw = (mib << 20) / med / 1e9
+            rows.append((compress or "float32", mib, med * 1e6, algbw, algbw * 2 * (n - 1) / n))
+            torch.cuda.synchronize()
+            del x
     if r == 0:
         print(f"# pycomm GPU allreduce, {n} ranks on {torch.cuda.get_device_name(0)}; {comm.device_path}")
         print(f"# device-to-device copy bandwidth (read + written): {copy:.0f} GB/s")
-        print("| size (MiB) | time (us) | algbw (GB/s) | busbw (GB/s) | busbw / copy bw |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
-        for mib, us, alg, bus in rows:
-            print(f"| {mib} | {us:.0f} | {alg:.1f} | {bus:.1f} | {bus / copy:.1%} |")
+        print("| wire | size (MiB) | time (us) | algbw (GB/s) | busbw (GB/s) | busbw / copy bw |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for wire, mib, us, alg, bus in rows:
+            print(f"| {wire} | {mib} | {us:.0f} | {alg:.1f} | {bus:.1f} | {bus / copy:.1%} |")
     comm.close()
 
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../comm/communicator.h"
+#include "../cuda/cuda_kernels.h"
 #include "../cuda/device_memory.h"
 #include "../cuda/runtime.h"
 #include "../kernels/quantize_int8.h"
@@ -223,6 +224,9 @@ class PyComm {
     if (d != DType::kFloat32 && d != DType::kFloat16 && d != DType::kBFloat16)
       throw py::type_error(std::string("compress='int8' needs float32, float16 or bfloat16 input, got ") +
                            (dtype >= 0 && dtype < kNumDTypes ? dtype_name(d) : "an unknown dtype"));
+    if (size() > cuda::kMaxReduceSources)
+      throw py::value_error(strprintf("compressed allreduce of GPU buffers takes at most %d ranks for now",
+                                      cuda::kMaxReduceSources));
     CollArgs a;
     a.coll = Coll::kAllreduceInt8;
     a.dtype = d;
