@@ -56,6 +56,26 @@ def timeout(comm):
     assert 0.9 < took < 2.0, f"timeout after {took:.2f} s, asked for 1 s"
 
 
+def abort(comm):
+    # Rank 1 is late; rank 0's blocking op and the async ops queued behind it
+    # are failed by comm.abort() from another thread, long before their timeout.
+    import threading
+    x = np.ones(1000, np.float32)
+    if comm.rank == 1:
+        time.sleep(1.5)
+        # The abort reached this rank too: its next op fails, naming rank 0.
+        expect(pycomm.CommError, lambda: comm.allreduce(x), "rank 0")
+        return
+    works = [comm.allreduce(np.ones(10, np.float32), async_op=True, timeout=60) for _ in range(3)]
+    threading.Timer(0.3, lambda: comm.abort("stop the test")).start()
+    t0 = time.monotonic()
+    expect(pycomm.CommError, lambda: comm.allreduce(x, timeout=60), "stop the test")
+    assert time.monotonic() - t0 < 3, "abort did not unblock the waiting op"
+    for w in works:
+        expect(pycomm.CommError, lambda: w.wait(timeout=5))
+    assert all(w.is_completed() and w.exception() is not None for w in works)
+
+
 def bad_input(comm):
     f32 = np.ones(8, np.float32)
     ro = np.ones(8, np.float32)
