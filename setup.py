@@ -140,6 +140,18 @@ ext = Pybind11Extension(
     extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing"],
     libraries=["rt"],
 )
+# PYCOMM_SANITIZE=address,undefined or thread: a sanitizer build for tests
+# (run Python with the runtime preloaded; see tests/sanitize.sh).
+SANITIZE = os.environ.get("PYCOMM_SANITIZE", "").strip()
+if SANITIZE:
+    if not set(SANITIZE.split(",")) <= {"address", "undefined", "thread"}:
+        raise SystemExit(f"pycomm: PYCOMM_SANITIZE must list address, undefined or thread, not {SANITIZE!r}")
+    flags = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g", "-O1",
+             "-fno-sanitize-recover=undefined" if "undefined" in SANITIZE else "-g"]
+    ext.extra_compile_args += flags
+    ext.extra_link_args += flags
+    print(f"pycomm: sanitizer build ({SANITIZE})", flush=True)
+
 if NVCC:
     ext.define_macros += [("PYCOMM_WITH_CUDA", "1")]
     ext.library_dirs += [CUDA_LIB_OR_REASON]
