@@ -1,9 +1,11 @@
 """The TCP transport refuses connections without the job's token, and the
-job carries on. Two ranks run in threads of this process; a stranger
+job carries on, also past strangers that connect and say nothing or half a
+hello (slow-loris). Two ranks run in threads of this process; a stranger
 connects to rank 0's port while the mesh is being built."""
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 
@@ -24,7 +26,11 @@ class StrangerAtTheDoor(pycomm.FileStore):
             impostor = socket.create_connection((host, int(port)))
             # magic, protocol, rank, nranks, kind, reserved, token (wrong)
             impostor.sendall(struct.pack("<6I", 0x50434F4D, 1, 1, 2, 0, 0) + b"\x00" * 32)
+            silent = socket.create_connection((host, int(port)))  # says nothing, stays
+            partial = socket.create_connection((host, int(port)))
+            partial.sendall(struct.pack("<I", 0x50434F4D)[:3])  # a third of a word, then nothing
             self.strangers = [garbage, impostor]
+            self.loris = [silent, partial]
         return result
 
 
@@ -43,11 +49,13 @@ def test_strangers_are_dropped_and_the_job_is_unaffected(tmp_path):
             errors.append(e)
 
     threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(2)]
+    t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
     assert not errors, errors
+    assert time.monotonic() - t0 < 4, "silent strangers stalled the mesh (each may cost 2 s when hellos are read one by one)"
     for x in results:
         assert x is not None and np.all(x == 3)
     for s in stores[1].strangers:  # rank 0 hung up on both (a reset when bytes were left unread)

@@ -212,41 +212,81 @@ void TcpTransport::connect_mesh(const std::vector<std::string>& endpoints, int l
       (kind == kData ? data_fd_ : ctl_fd_)[p] = fd;
     }
   }
-  // Accept every higher rank's two connections; drop strangers and carry on.
+  // Accept every higher rank's two connections. Hellos are read as they
+  // arrive, from all pending connections at once: a stranger that connects
+  // and says nothing, or half a hello, delays nobody and is dropped after
+  // kHelloSeconds; one that says something wrong is dropped at once.
+  constexpr auto kHelloSeconds = std::chrono::seconds(2);
+  struct Pending {
+    int fd;
+    size_t got;
+    Hello hello;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<Pending> pending;
+  auto drop = [&](size_t i) {
+    close(pending[i].fd);
+    pending.erase(pending.begin() + i);
+  };
   int expected = 2 * (size_ - 1 - rank_);
-  while (expected > 0) {
-    pollfd pfd{listen_fd, POLLIN, 0};
-    int rc = poll(&pfd, 1, deadline.remaining_ms(1000));
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc == 0 && deadline.expired()) {
-      std::string missing;
-      for (int p = rank_ + 1; p < size_; ++p)
-        if (data_fd_[p] < 0 || ctl_fd_[p] < 0) missing += strprintf(" %d", p);
-      throw_error(ErrorKind::kTimeout, strprintf("rank %d: ranks%s never connected within %.3g s",
-                                                 rank_, missing.c_str(), opts_.connect_timeout));
+  try {
+    while (expected > 0) {
+      std::vector<pollfd> pfds{{listen_fd, POLLIN, 0}};
+      for (const Pending& p : pending) pfds.push_back({p.fd, POLLIN, 0});
+      int rc = poll(pfds.data(), pfds.size(), deadline.remaining_ms(200));
+      if (rc < 0 && errno == EINTR) continue;
+      if (deadline.expired()) {
+        std::string missing;
+        for (int p = rank_ + 1; p < size_; ++p)
+          if (data_fd_[p] < 0 || ctl_fd_[p] < 0) missing += strprintf(" %d", p);
+        throw_error(ErrorKind::kTimeout, strprintf("rank %d: ranks%s never connected within %.3g s",
+                                                   rank_, missing.c_str(), opts_.connect_timeout));
+      }
+      const auto now = std::chrono::steady_clock::now();
+      for (size_t i = pending.size(); i-- > 0;) {  // backwards: drop() shifts what follows
+        Pending& p = pending[i];
+        if (pfds[i + 1].revents) {
+          ssize_t n = recv(p.fd, reinterpret_cast<uint8_t*>(&p.hello) + p.got, sizeof(Hello) - p.got,
+                           MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            drop(i);
+            continue;
+          }
+          if (n > 0) p.got += static_cast<size_t>(n);
+        }
+        if (p.got < sizeof(Hello)) {
+          if (now - p.since > kHelloSeconds) drop(i);
+          continue;
+        }
+        const Hello& theirs = p.hello;
+        Hello mine = make_hello(rank_, size_, kData, opts_.token);
+        bool ok = theirs.magic == kHelloMagic && theirs.protocol == kProtocol &&
+                  same_token(mine, theirs) && theirs.nranks == static_cast<uint32_t>(size_) &&
+                  theirs.rank > static_cast<uint32_t>(rank_) &&
+                  theirs.rank < static_cast<uint32_t>(size_) && theirs.kind <= kControl;
+        int* slot = ok ? &(theirs.kind == kData ? data_fd_ : ctl_fd_)[theirs.rank] : nullptr;
+        mine.kind = theirs.kind;
+        if (!ok || *slot >= 0 || !write_exact(p.fd, &mine, sizeof(mine))) {
+          drop(i);
+          continue;
+        }
+        *slot = p.fd;
+        --expected;
+        pending.erase(pending.begin() + i);  // the fd is the peer's now
+      }
+      if (pfds[0].revents & POLLIN) {
+        int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+          set_io_timeout(fd, 2.0);  // our hello back, to a peer that stopped reading
+          pending.push_back({fd, 0, Hello{}, now});
+        }
+      }
     }
-    if (rc <= 0) continue;
-    int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    set_io_timeout(fd, 2.0);  // a silent stranger cannot stall the job for long
-    Hello theirs{}, mine = make_hello(rank_, size_, kData, opts_.token);
-    bool ok = read_exact(fd, &theirs, sizeof(theirs)) && theirs.magic == kHelloMagic &&
-              theirs.protocol == kProtocol && same_token(mine, theirs) &&
-              theirs.nranks == static_cast<uint32_t>(size_) && theirs.rank > static_cast<uint32_t>(rank_) &&
-              theirs.rank < static_cast<uint32_t>(size_) && theirs.kind <= kControl;
-    int* slot = ok ? &(theirs.kind == kData ? data_fd_ : ctl_fd_)[theirs.rank] : nullptr;
-    if (!ok || *slot >= 0) {
-      close(fd);
-      continue;
-    }
-    mine.kind = theirs.kind;
-    if (!write_exact(fd, &mine, sizeof(mine))) {
-      close(fd);
-      continue;
-    }
-    *slot = fd;
-    --expected;
+  } catch (...) {
+    for (const Pending& p : pending) close(p.fd);
+    throw;
   }
+  for (const Pending& p : pending) close(p.fd);
 }
 
 TcpTransport::~TcpTransport() {
