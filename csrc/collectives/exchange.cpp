@@ -67,9 +67,23 @@ std::string describe(const OpStamp& s) {
   return d + ")";
 }
 
+std::string PeerProgress::behind(uint64_t seq, int self) const {
+  std::string out;
+  for (size_t p = 0; p < heard.size(); ++p) {
+    if (static_cast<int>(p) == self || heard[p] > seq) continue;
+    if (!out.empty()) out += ", ";
+    out += heard[p] ? strprintf("rank %zu (last heard in #%llu)", p, static_cast<unsigned long long>(heard[p] - 1))
+                    : strprintf("rank %zu (never heard)", p);
+  }
+  return out;
+}
+
 void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
   Frame f;
   std::memcpy(&f, bytes, sizeof(f));
+  if (progress && f.magic == kFrameMagic && f.src == r.peer &&
+      static_cast<size_t>(r.peer) < progress->heard.size())
+    progress->heard[r.peer] = std::max(progress->heard[r.peer], f.seq + 1);
   if (f.magic != kFrameMagic || f.src != r.peer || f.coll < 1 || f.coll >= kNumColls ||
       f.dtype >= kNumDTypes || f.op >= kNumRedOps)
     throw_error(ErrorKind::kComm, strprintf("rank %d: corrupt frame from rank %d during %s", rank(),

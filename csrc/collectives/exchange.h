@@ -91,11 +91,21 @@ class Scratch {
   std::vector<uint8_t> buf_;
 };
 
+// The newest op each peer was heard in (a frame received from it), so that
+// a timeout can say who has not reached this op. heard[p] = seq + 1; 0: never.
+struct PeerProgress {
+  std::vector<uint64_t> heard;
+  // "rank 2 (last heard in #5), rank 3 (never heard)" for the peers not heard
+  // in op `seq` or later; empty when all were.
+  std::string behind(uint64_t seq, int self) const;
+};
+
 class OpContext {
  public:
   OpContext(Transport& tr, const OpStamp& stamp, const Deadline& deadline, const Tuning& tuning,
-            Scratch& scratch)
-      : tr(tr), stamp(stamp), deadline(deadline), tuning(tuning), scratch(scratch) {}
+            Scratch& scratch, PeerProgress* progress = nullptr)
+      : tr(tr), stamp(stamp), deadline(deadline), tuning(tuning), scratch(scratch),
+        progress(progress) {}
 
   int rank() const { return tr.rank(); }
   int size() const { return tr.size(); }
@@ -116,6 +126,7 @@ class OpContext {
   const Deadline deadline;
   const Tuning& tuning;
   Scratch& scratch;
+  PeerProgress* progress;
 
  private:
   bool progress_send(SendSpec& s, std::vector<WaitItem>& waits);

@@ -6,7 +6,9 @@ namespace pycomm {
 
 Communicator::Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning)
     : rank_(transport->rank()), size_(transport->size()), transport_(std::move(transport)),
-      tuning_(tuning) {}
+      tuning_(tuning) {
+  progress_.heard.assign(size_, 0);
+}
 
 Communicator::~Communicator() {
   try {
@@ -71,7 +73,7 @@ void Communicator::execute(Op& op) {
   }
   try {
     transport_->poll_abort();
-    OpContext ctx(*transport_, stamp, Deadline::after(a.timeout_s), tuning_, scratch_);
+    OpContext ctx(*transport_, stamp, Deadline::after(a.timeout_s), tuning_, scratch_, &progress_);
     try {
       if (a.device) {
         std::lock_guard<std::mutex> lk(device_mu_);
@@ -95,6 +97,10 @@ void Communicator::execute(Op& op) {
     // context and is sent to every peer so none of them waits out its timeout.
     std::string msg = e.from_peer() ? e.what()
                                     : strprintf("[rank %d] %s: %s", rank_, describe(stamp).c_str(), e.what());
+    if (!e.from_peer() && e.kind() == ErrorKind::kTimeout) {
+      const std::string behind = progress_.behind(stamp.seq, rank_);
+      if (!behind.empty()) msg += "; not heard from in this op: " + behind;
+    }
     {
       std::lock_guard<std::mutex> lk(broken_mu_);
       if (!broken_) {

@@ -74,6 +74,7 @@ class Communicator {
   std::unique_ptr<Transport> transport_;
   Tuning tuning_;
   Scratch scratch_;
+  PeerProgress progress_;
   std::mutex device_mu_;
   std::unique_ptr<DeviceState> device_;  // created by the first GPU op
 

@@ -46,12 +46,15 @@ def mismatch_op(comm):
 
 def timeout(comm):
     x = np.ones(4, np.float32)
+    comm.barrier()  # op #0: both ranks meet once
     if comm.rank == 1:
         time.sleep(2.5)  # never joins in time
         expect(pycomm.CommError, lambda: comm.allreduce(x, timeout=30), "rank 0")
         return
     t0 = time.monotonic()
-    expect(pycomm.TimeoutError, lambda: comm.allreduce(x, timeout=1.0), "rank 0", "rank 1")
+    # The error names who has not reached this op, and where it was last seen.
+    expect(pycomm.TimeoutError, lambda: comm.allreduce(x, timeout=1.0), "rank 0", "rank 1",
+           "not heard from in this op: rank 1 (last heard in #0)")
     took = time.monotonic() - t0
     assert 0.9 < took < 2.0, f"timeout after {took:.2f} s, asked for 1 s"
 
