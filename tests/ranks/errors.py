@@ -44,6 +44,35 @@ def mismatch_op(comm):
     expect(pycomm.MismatchError, comm.barrier, "allreduce", "rank 1")
 
 
+def mismatch_kinds(comm):
+    # Each disagreement on a fresh communicator (a mismatch breaks the one it
+    # happens on): every rank raises MismatchError naming what differs, and
+    # no output is touched.
+    r = comm.rank
+    cases = [
+        ("dtype", lambda c: c.allreduce(np.ones(64, np.float32 if r else np.float64)), "float64"),
+        ("op", lambda c: c.allreduce(np.ones(64, np.float32), op="max" if r else "sum"), "max"),
+        ("root", lambda c: c.broadcast(np.ones(64, np.float32), root=1 if r else 0), "broadcast #0"),
+        ("compressed", lambda c: c.allreduce(np.ones(64, np.float32), compress="int8" if r else None),
+         "int8 allreduce"),
+        ("block", lambda c: c.allreduce(np.ones(256, np.float32), compress="int8",
+                                        block_size=128 if r else 64), "block 128"),
+    ]
+    for what, call, mention in cases:
+        c = comm_from_env(timeout=30, name=f"mismatch-{what}")
+        try:
+            call(c)
+            # Only a broadcast root waits for nobody: both "roots" sent and
+            # returned, and the mismatch surfaces at the next call.
+            assert what == "root", f"{what}: no MismatchError"
+            c.barrier()
+        except pycomm.MismatchError as e:
+            assert mention in str(e), f"{what}: {e}"
+        else:
+            raise AssertionError(f"{what}: no MismatchError at the next call either")
+        c.close()
+
+
 def timeout(comm):
     x = np.ones(4, np.float32)
     comm.barrier()  # op #0: both ranks meet once
