@@ -184,7 +184,8 @@ class Communicator:
         self.size = size
         self.transport = kind
         log.info(self, f"transport {kind}, {size} ranks on {len(set(hosts))} host(s), "
-                       f"{opts['local_ranks']} on this one")
+                       f"{opts['local_ranks']} on this one; one-step direct algorithms up to "
+                       f"{opts.get('direct_max_bytes', 32 << 10)} bytes per rank block, ring/chain above")
 
     @classmethod
     def from_env(cls, *, timeout=None, **kwargs):
@@ -328,10 +329,16 @@ class Communicator:
         self._seq += 1
         if log.level >= 3:
             if x is None:
-                log.trace(self, f"#{seq} {coll}")
+                log.trace(self, f"#{seq} {coll}, {self._native.algorithm(coll, 0)}")
                 return
             count = x.numel() if callable(getattr(x, "numel", None)) else getattr(x, "size", "?")
-            log.trace(self, f"#{seq} {coll} {getattr(x, 'dtype', '')} x {count}{detail}")
+            block = count * (x.element_size() if hasattr(x, "element_size") else np.dtype(x.dtype).itemsize)
+            if coll in ("reduce_scatter",):
+                block //= self.size
+            algo = self._native.algorithm("int8" if "int8" in detail else coll, block)
+            if "GPU" in detail:
+                algo = "GPU " + ("CUDA IPC" if "IPC" in self.device_path else "pinned staging")
+            log.trace(self, f"#{seq} {coll} {getattr(x, 'dtype', '')} x {count}{detail}, {algo}")
 
     def _device_op(self, coll, x, out, op, root, async_op, timeout):
         """GPU buffers (pycomm/device.py): checked here, run by the native GPU path."""

@@ -12,11 +12,15 @@ def stderr_lines(ranks, level):
 def test_trace(ranks):
     lines = stderr_lines(ranks, "TRACE")
     for r in (0, 1):
-        assert f"pycomm INFO rank {r}/2 comm logged: transport shm, 2 ranks on 1 host(s), 2 on this one" in lines
+        assert any(line.startswith(f"pycomm INFO rank {r}/2 comm logged: transport shm, 2 ranks on 1 "
+                                   "host(s), 2 on this one; one-step direct algorithms up to 32768")
+                   for line in lines), lines
         ops = [line for line in lines if line.startswith(f"pycomm TRACE rank {r}/2 comm logged:")]
         assert [re.search(r"#(\d+) (\w+)", op).groups() for op in ops] == [
             ("0", "allreduce"), ("1", "allreduce"), ("2", "barrier"), ("3", "broadcast")]
-        assert any("#1 allreduce float32 x 100 avg, int8 block 64" in op for op in ops)
+        assert any("#0 allreduce float32 x 10 sum, direct" in op for op in ops), ops
+        assert any("#1 allreduce float32 x 100 avg, int8 block 64, int8 two-shot" in op for op in ops), ops
+        assert any("#2 barrier, dissemination" in op for op in ops), ops
 
 
 def test_info_has_no_ops(ranks):

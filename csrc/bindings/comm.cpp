@@ -96,6 +96,7 @@ class PyComm {
     } else {
       throw py::value_error("unknown transport '" + transport + "' (expected shm or tcp)");
     }
+    tuning_ = tuning;
     comm_ = std::make_unique<Communicator>(std::move(tr), tuning);
   }
 
@@ -243,6 +244,17 @@ class PyComm {
   }
 
   std::string device_path() { return comm_->device_path(); }
+
+  // For PYCOMM_DEBUG: what an op of `coll` moving `bytes` per rank block runs.
+  std::string algorithm(const std::string& coll, size_t bytes) const {
+    static const std::pair<const char*, Coll> names[] = {
+        {"allreduce", Coll::kAllreduce}, {"reduce_scatter", Coll::kReduceScatter},
+        {"allgather", Coll::kAllgather}, {"broadcast", Coll::kBroadcast},
+        {"barrier", Coll::kBarrier}, {"int8", Coll::kAllreduceInt8}};
+    for (const auto& [name, c] : names)
+      if (coll == name) return algorithm_name(c, bytes, size(), tuning_);
+    throw py::value_error("unknown collective " + coll);
+  }
 
   size_t int8_owned(size_t count, size_t block_size) const {
     check_block_size(block_size);
@@ -403,6 +415,7 @@ class PyComm {
     return py::cast(std::move(pw));
   }
 
+  Tuning tuning_;
   std::unique_ptr<Communicator> comm_;
 };
 
@@ -428,6 +441,7 @@ void bind_comm(py::module_& m) {
       .def("device_op", &PyComm::device_op)
       .def("device_allreduce_int8", &PyComm::device_allreduce_int8)
       .def("device_path", &PyComm::device_path)
+      .def("algorithm", &PyComm::algorithm)
       .def("allgather", &PyComm::allgather)
       .def("broadcast", &PyComm::broadcast)
       .def("barrier", &PyComm::barrier)

@@ -44,6 +44,10 @@ void reduce_scatter_int8(OpContext& ctx, const void* in, float* out, size_t coun
 // How many elements this rank owns in allreduce_int8 (its owner_residual's size).
 size_t allreduce_int8_owned(size_t count, int size, int rank, size_t block_size);
 
+// The algorithm the functions above pick for an op (for logs): "direct",
+// "ring", "chain", "dissemination", "int8 two-shot". Kept next to the choices.
+const char* algorithm_name(Coll coll, size_t bytes, int size, const Tuning& tuning);
+
 // How a ring splits `count` elements over the ranks: balanced, the first
 // count % n chunks one element longer.
 struct Chunks {

@@ -34,6 +34,23 @@ void ring_allgather(OpContext& ctx, uint8_t* buf, const Chunks& chunks) {
   }
 }
 
+const char* algorithm_name(Coll coll, size_t bytes, int size, const Tuning& tuning) {
+  // The same tests as allreduce.cpp, reduce_scatter.cpp, allgather.cpp,
+  // broadcast.cpp and barrier.cpp (bytes: one rank's block).
+  if (size == 1) return "local";
+  const bool small = bytes <= tuning.direct_max_bytes;
+  switch (coll) {
+    case Coll::kAllreduce:
+    case Coll::kReduceScatter:
+    case Coll::kAllgather: return small ? "direct" : "ring";
+    case Coll::kBroadcast: return small || size == 2 ? "direct" : "chain";
+    case Coll::kBarrier: return "dissemination";
+    case Coll::kAllreduceInt8:
+    case Coll::kReduceScatterInt8: return "int8 two-shot";
+  }
+  return "?";
+}
+
 void finish_avg(OpContext& ctx, uint8_t* buf, size_t count) {
   if (ctx.stamp.op == RedOp::kAvg) kernels::divide(buf, count, ctx.stamp.dtype, ctx.size());
 }
