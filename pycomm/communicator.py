@@ -240,9 +240,8 @@ class Communicator:
                 return self._device_op("allreduce", x, out, op, 0, async_op, timeout)
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
                                                          error_feedback)
-            if error_feedback is not None:
-                raise ValueError("error_feedback with GPU buffers is not available yet")
-            return self._device_allreduce_int8(x, out, op, block_size, stochastic, seed, async_op, timeout)
+            return self._device_allreduce_int8(x, out, op, block_size, stochastic, seed, error_feedback,
+                                               async_op, timeout)
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
             w = self._native.allreduce(x, out, op_code(op), async_op, timeout)
@@ -255,7 +254,7 @@ class Communicator:
             if out is None and not _is_float32(x):
                 out = _float32_empty(x, n)
             layout = {"op": "allreduce", "count": n, "world_size": self.size, "rank": self.rank,
-                      "block_size": block_size}
+                      "block_size": block_size, "device": "cpu"}
             owned = self._native.int8_owned(n, block_size) if error_feedback is not None else 0
             w = _residuals(error_feedback, layout, owned, lambda worker, owner: self._native.allreduce_int8(
                 x, out, op_code(op), block_size, stochastic, seed, worker, owner, async_op, timeout))
@@ -287,7 +286,7 @@ class Communicator:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
                                                          error_feedback)
             layout = {"op": "reduce_scatter", "count": _size_of(x), "world_size": self.size,
-                      "rank": self.rank, "block_size": block_size}
+                      "rank": self.rank, "block_size": block_size, "device": "cpu"}
             w = _residuals(error_feedback, layout, 0, lambda worker, _: self._native.reduce_scatter_int8(
                 x, out, op_code(op), block_size, stochastic, seed, worker, async_op, timeout))
             self._submitted("reduce_scatter", x, f" {op}, int8 block {block_size}")
@@ -371,7 +370,7 @@ class Communicator:
             log.info(self, f"GPU buffers: {self.device_path}")
         return self._track(w, (x, out)) if async_op else out
 
-    def _device_allreduce_int8(self, x, out, op, block_size, stochastic, seed, async_op, timeout):
+    def _device_allreduce_int8(self, x, out, op, block_size, stochastic, seed, ef, async_op, timeout):
         dx = device.describe(x, "x")
         if dx is None:
             raise TypeError("out is in GPU memory but x is not: pass both on the GPU or both on the host")
@@ -384,10 +383,18 @@ class Communicator:
             raise TypeError("out must be float32: a compressed allreduce returns float32")
         if do.count != dx.count:
             raise ValueError(f"out must have {dx.count} elements, got {do.count}")
+        worker = owner = None
+        if ef is not None:  # residuals on the tensor's GPU
+            layout = {"op": "allreduce", "count": dx.count, "world_size": self.size, "rank": self.rank,
+                      "block_size": block_size, "device": f"cuda:{device.index_of(dx)}"}
+            worker, owner = ef._buffers(layout, self._native.int8_owned(dx.count, block_size),
+                                        lambda n: device.zeros_like(dx, n))
+        ptr = lambda a: 0 if a is None else device.describe(a, "error feedback").ptr  # noqa: E731
         w = self._native.device_allreduce_int8(dx.ptr, do.ptr, dx.count, dx.dtype, op_code(op), block_size,
-                                               stochastic, seed, dx.stream, async_op, timeout)
+                                               stochastic, seed, ptr(worker), ptr(owner), dx.stream,
+                                               async_op, timeout)
         self._submitted("allreduce", x, f" {op}, int8 block {block_size}, GPU buffers")
-        return self._track(w, (x, out)) if async_op else out
+        return self._track(w, (x, out, worker, owner)) if async_op else out
 
     @property
     def device_path(self):

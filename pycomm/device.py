@@ -78,6 +78,26 @@ def empty_like(buf, count, float32=False):
     return cupy.empty(count, dtype="float32" if float32 else x.dtype)
 
 
+def zeros_like(buf, count):
+    """float32 zeros on buf's GPU (error-feedback residuals)."""
+    x = buf.obj
+    if hasattr(x, "new_zeros"):
+        import torch
+        return x.new_zeros((count,), dtype=torch.float32)
+    import cupy
+    with cupy.cuda.Device(index_of(buf)):
+        return cupy.zeros(count, dtype="float32")
+
+
+def index_of(buf):
+    """The GPU buf lives on."""
+    if buf.device is not None:
+        return buf.device
+    x = buf.obj
+    dev = getattr(x, "device", None)
+    return getattr(dev, "id", 0) if dev is not None else 0
+
+
 def available():
     """Whether this build can take GPU buffers."""
     return _C.cuda.built() if hasattr(_C, "cuda") else False

@@ -14,7 +14,23 @@ import numpy as np
 
 __all__ = ["ErrorFeedback"]
 
-_LAYOUT_KEYS = ("op", "count", "world_size", "rank", "block_size")
+
+def _host_copy(a):
+    if isinstance(a, np.ndarray):
+        return a.copy()
+    get = getattr(a, "get", None)  # CuPy
+    return np.array(a.cpu().numpy() if hasattr(a, "cpu") else get(), dtype=np.float32)
+
+
+def _like(example, host):
+    """`host` (numpy) copied to where `example` (a GPU array) lives."""
+    if hasattr(example, "new_tensor"):
+        import torch
+        return torch.as_tensor(host, device=example.device)
+    import cupy
+    return cupy.asarray(host)
+
+_LAYOUT_KEYS = ("op", "count", "world_size", "rank", "block_size", "device")
 
 
 class ErrorFeedback:
@@ -34,25 +50,33 @@ class ErrorFeedback:
         self._layout = None
         self.worker = self.owner = None
 
-    def _buffers(self, layout, owned):
+    def _buffers(self, layout, owned, zeros=None):
         # Called by Communicator: the residual arrays for this call's layout.
+        # zeros(n): a float32 array of n zeros where the tensor lives (GPU
+        # tensors keep their residuals on their GPU); numpy by default.
+        zeros = zeros or (lambda n: np.zeros(n, dtype=np.float32))
         if self._layout is None:
             self._layout = dict(layout)
-            self.worker = np.zeros(layout["count"], dtype=np.float32)
-            self.owner = np.zeros(owned, dtype=np.float32) if layout["op"] == "allreduce" else None
+            self.worker = zeros(layout["count"])
+            self.owner = zeros(owned) if layout["op"] == "allreduce" else None
         elif self._layout != layout:
             diff = ", ".join(f"{k} {self._layout[k]} -> {layout[k]}" for k in _LAYOUT_KEYS
                              if self._layout[k] != layout[k])
             raise ValueError(f"this ErrorFeedback belongs to another tensor or communicator ({diff}): "
                              "use one ErrorFeedback per tensor, or reset() it")
+        elif isinstance(self.worker, np.ndarray) and layout["device"] != "cpu":  # restored from a checkpoint
+            restore = zeros(0)
+            self.worker = _like(restore, self.worker)
+            self.owner = None if self.owner is None else _like(restore, self.owner)
         return self.worker, self.owner
 
     def state_dict(self):
-        """A dict of plain values and numpy arrays (copies), for checkpoints."""
+        """A dict of plain values and numpy arrays (host copies, also of GPU
+        residuals), for checkpoints."""
         if self._layout is None:
             return {"layout": None}
-        return {"layout": dict(self._layout), "worker": self.worker.copy(),
-                "owner": None if self.owner is None else self.owner.copy()}
+        return {"layout": dict(self._layout), "worker": _host_copy(self.worker),
+                "owner": None if self.owner is None else _host_copy(self.owner)}
 
     def load_state_dict(self, state):
         """Restore what state_dict returned (the same rank's, for the same tensor)."""

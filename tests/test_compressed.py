@@ -77,7 +77,7 @@ def test_error_flat_in_world_size():
 def test_error_feedback_state():
     ef = pycomm.ErrorFeedback()
     assert not ef.initialized and ef.state_dict() == {"layout": None}
-    layout = {"op": "allreduce", "count": 10, "world_size": 2, "rank": 1, "block_size": 64}
+    layout = {"op": "allreduce", "count": 10, "world_size": 2, "rank": 1, "block_size": 64, "device": "cpu"}
     worker, owner = ef._buffers(layout, 3)
     assert worker.shape == (10,) and owner.shape == (3,) and not worker.any()
     worker += 1

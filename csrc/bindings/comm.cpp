@@ -216,9 +216,11 @@ class PyComm {
   }
 
   // compress="int8" of GPU buffers: x (dtype) in, out float32 on the same GPU.
+  // worker / owner: device pointers of the error-feedback residuals (0: none).
   py::object device_allreduce_int8(uintptr_t in, uintptr_t out, size_t count, int dtype, int op,
                                    size_t block_size, bool stochastic, py::handle seed,
-                                   uintptr_t stream, bool async_op, double timeout) {
+                                   uintptr_t worker, uintptr_t owner, uintptr_t stream,
+                                   bool async_op, double timeout) {
     if (!cuda::built())
       throw py::type_error("GPU buffers need pycomm built with CUDA (this build has none)");
     const DType d = static_cast<DType>(dtype);
@@ -239,7 +241,12 @@ class PyComm {
     a.stream = reinterpret_cast<void*>(stream);
     a.timeout_s = check_timeout(timeout);
     int8_args(a, block_size, stochastic, seed, py::none(), py::none(), 0, 0);
+    a.int8.worker_residual = reinterpret_cast<float*>(worker);
+    a.int8.owner_residual = reinterpret_cast<float*>(owner);
     check_device_pointers(a);
+    if (count != 0 && ((worker && cuda::device_of(a.int8.worker_residual) < 0) ||
+                       (owner && cuda::device_of(a.int8.owner_residual) < 0)))
+      throw py::value_error("error-feedback residuals of GPU buffers must be in GPU memory");
     return submit(a, async_op, {});
   }
 

@@ -136,7 +136,7 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
   // 1. Quantize this rank's whole input once (stochastic rounding: a seed per
   //    rank, and another for the owners).
   cuda::quantize_int8(in, ctx.stamp.dtype, count, bs, a.stochastic, a.seed ^ (0x9E3779B97F4A7C15ull * (r + 1)),
-                      nullptr, q_of(mine), s_of(mine), stream_);
+                      a.worker_residual, q_of(mine), s_of(mine), stream_);
   cuda::stream_sync(stream_);
   // 2. Where every rank's scratch and output are.
   OpRefs refs{export_ref(mine, 2 * half), export_ref(nullptr, 0)};  // outputs stay private
@@ -165,7 +165,7 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
     }
     const float divisor = ctx.stamp.op == RedOp::kAvg ? static_cast<float>(n) : 1.0f;
     cuda::reduce_requantize_int8(qs.data(), ss.data(), n, length(r), bs, divisor, a.stochastic,
-                                 a.seed ^ 0x6f776e6572ull ^ first(r), nullptr,
+                                 a.seed ^ 0x6f776e6572ull ^ first(r), a.owner_residual,
                                  q_of(sums) + first(r), s_of(sums) + blocks.offset(r), stream_);
   }
   cuda::stream_sync(stream_);

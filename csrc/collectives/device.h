@@ -40,7 +40,7 @@ class DeviceState {
   void run(OpContext& ctx, const void* in, void* out, size_t count, int root, void* caller_stream);
   // The compressed allreduce (ctx.stamp.coll kAllreduceInt8; one host only):
   // the two-shot of compressed.cpp with the CUDA kernels, every rank's int8
-  // bytes read in place by their owners. No error feedback yet.
+  // bytes read in place by their owners; residuals (a.*_residual) in GPU memory.
   void run_int8(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a,
                 void* caller_stream);
   // "CUDA IPC on device 0 (3 peer allocations mapped)", for logs and repr.

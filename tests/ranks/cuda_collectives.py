@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import torch
 
+import pycomm
+
 from common import FLOATS, check_close, check_identical, comm_from_env, log, make_input, reference
 
 SEED = 777
@@ -83,6 +85,22 @@ def check_int8(comm):
                 what = f"cuda int8 allreduce {dtype} {op} count={count}"
                 assert np.array_equal(got.view(np.int32), want.view(np.int32)), what + ": not the CPU's bytes"
                 check_identical(comm, got, what)
+    # Error feedback with the residuals on the GPU: results and residuals are
+    # the CPU simulation's, step after step.
+    count = 3001
+    ef = pycomm.ErrorFeedback()
+    worker = [np.zeros(count, np.float32) for _ in range(n)]
+    owner = np.zeros(count, np.float32)
+    lo, hi = compressed.owner_slices(count, n, 64)[r]
+    for step in range(3):
+        xs = compressed.inputs(n, count, "float32", step=step + 1)
+        want = compressed.simulate_allreduce(xs, "sum", 64, worker, owner)
+        got = comm.allreduce(torch.from_numpy(xs[r]).cuda(), compress="int8", error_feedback=ef)
+        assert np.array_equal(got.cpu().numpy(), want), f"cuda int8 error feedback step {step}"
+        assert ef.worker.is_cuda and np.array_equal(ef.worker.cpu().numpy(), worker[r])
+        assert np.array_equal(ef.owner.cpu().numpy(), owner[lo:hi]), f"owner residual step {step}"
+    state = ef.state_dict()
+    assert isinstance(state["worker"], np.ndarray) and state["layout"]["device"] == "cuda:0"
     x = torch.randn(5000, device="cuda", generator=None)
     a = comm.allreduce(x.clone(), compress="int8", stochastic=True, seed=3)
     b = comm.allreduce(x.clone(), compress="int8", stochastic=True, seed=3)
