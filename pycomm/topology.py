@@ -12,6 +12,12 @@ TRANSPORTS = ("auto", "shm", "tcp")
 
 
 def host_id() -> str:
+    """Which host this rank runs on: hostname and boot id, or PYCOMM_HOST_ID
+    where those lie (network namespaces or containers that share a kernel
+    but not a network)."""
+    override = os.environ.get("PYCOMM_HOST_ID")
+    if override:
+        return override
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
