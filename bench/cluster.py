@@ -39,6 +39,13 @@ def available():
     return None
 
 
+def _rate_bits(rate):
+    """'1gbit', '500mbit', '5Gbit' -> bits per second."""
+    text = rate.lower().removesuffix("bit").removesuffix("bps")
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:], 1)
+    return int(float(text.rstrip("kmg")) * scale)
+
+
 def _sh(*cmd, ns=None):
     full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
     r = subprocess.run(full, capture_output=True, text=True)
@@ -104,8 +111,11 @@ class Cluster:
         else:
             parent = ["root", "handle", "10:"]
         if self.rate:
+            # A bucket of 10 ms at the rate: smaller ones run below the rate
+            # (the kernel refills it on timer ticks).
+            burst = max(64 << 10, _rate_bits(self.rate) // 8 // 100)
             _sh("tc", "qdisc", "add", "dev", self.IFNAME, *parent, "tbf", "rate", self.rate,
-                "burst", "256kbit", "latency", "50ms", ns=ns)
+                "burst", str(burst), "latency", "100ms", ns=ns)
 
     def close(self):
         for ns in reversed(self.made):  # deleting a namespace deletes its links
@@ -128,6 +138,10 @@ class Cluster:
                          MASTER_PORT=str(port), PYCOMM_HOST_ID=f"emulated-host-{h}",
                          GLOO_SOCKET_IFNAME=self.IFNAME, OMP_NUM_THREADS="1")
                 e.pop("PYCOMM_STORE", None)
+                if world > (os.cpu_count() or 1):
+                    # Emulated hosts share this machine's cores: a rank that
+                    # spins while waiting takes them from the others.
+                    e.setdefault("PYCOMM_SPIN_US", "0")
                 cmd = ["ip", "netns", "exec", ns, sys.executable, *argv]
                 procs.append((rank, subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE,
                                                      stderr=subprocess.PIPE, text=True)))
