@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
-from . import device, log
+from . import device, hierarchy, log
 from .error_feedback import ErrorFeedback
 from .ops import op_code
 from .store import Store, store_from_env
@@ -168,6 +168,7 @@ class Communicator:
                                                      host_id().encode(), boot_timeout)]
         kind = choose_transport(transport, hosts)
         opts = {**_env_tuning(), **(options or {})}
+        flat = opts.pop("flat", False)  # the parts of a hierarchy are flat themselves
         opts.setdefault("connect_timeout", boot_timeout)
         opts.setdefault("local_ranks", hosts.count(hosts[rank]))
         if kind == "tcp":  # rank 0's random token, through a collective any store has
@@ -180,6 +181,9 @@ class Communicator:
             return store.allgather(f"{prefix}/boot{next(steps)}", rank, size, data, boot_timeout)
 
         self._native = _C.Communicator(rank, size, kind, allgather, opts)
+        self._hosts = hosts
+        self._hierarchy = None  # made by the first allreduce that uses it
+        self._hierarchical = not flat and hierarchy.wanted(hosts)
         self.rank = rank
         self.size = size
         self.transport = kind
@@ -244,6 +248,10 @@ class Communicator:
                                                async_op, timeout)
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
+            if self._hierarchical and not async_op and hierarchy.suitable(x, out):
+                if self._hierarchy is None:
+                    self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
+                return self._hierarchy.allreduce(x, x if out is None else out, op, timeout)
             w = self._native.allreduce(x, out, op_code(op), async_op, timeout)
             self._submitted("allreduce", x, f" {op}")
             result = x if out is None else out
@@ -419,6 +427,9 @@ class Communicator:
 
     def close(self):
         """Finish queued ops and release the transport. Idempotent."""
+        if getattr(self, "_hierarchy", None) is not None:
+            self._hierarchy.close()
+            self._hierarchy = None
         if self._native is not None:
             self._native.close()
             self._inflight.clear()

@@ -15,8 +15,9 @@ WHY = cluster.available()
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(WHY is not None, reason=f"emulated cluster: {WHY}")]
 
 
-def run(program, *args):
-    env = {"PYTHONPATH": os.pathsep.join([os.path.join(HERE, "ranks"), os.environ.get("PYTHONPATH", "")])}
+def run(program, *args, env=None):
+    env = {"PYTHONPATH": os.pathsep.join([os.path.join(HERE, "ranks"), os.environ.get("PYTHONPATH", "")]),
+           **(env or {})}
     with cluster.Cluster(hosts=3) as c:
         results = c.run(2, [os.path.join(HERE, "ranks", program), *args], env=env, timeout=300)
         names = list(c.made)
@@ -24,11 +25,19 @@ def run(program, *args):
     assert not bad, bad
     leftover = set(os.popen("ip netns list").read().split()) & set(names)
     assert not leftover, f"namespaces left behind: {leftover}"
-    return "".join(out for _, _, out, _ in results)
+    return "".join(out + err for _, _, out, err in results)
 
 
-def test_collectives_across_hosts():
-    assert "collectives ok on 6 ranks over tcp" in run("collectives.py", "0,1,7,1001,65537")
+def test_collectives_across_hosts_hierarchical():
+    # 3 hosts x 2 ranks: allreduce goes hierarchical (shm inside, TCP across), and says so.
+    text = run("collectives.py", "0,1,7,1001,65537", env={"PYCOMM_DEBUG": "INFO"})
+    assert "collectives ok on 6 ranks over tcp" in text
+    assert "allreduce: hierarchical, 3 hosts x 2 ranks (inside hosts over shm, across over tcp)" in text
+
+
+def test_collectives_across_hosts_flat():
+    text = run("collectives.py", "1,1001", env={"PYCOMM_DEBUG": "INFO", "PYCOMM_HIERARCHICAL": "0"})
+    assert "collectives ok on 6 ranks over tcp" in text and "hierarchical" not in text
 
 
 def test_compressed_across_hosts():
