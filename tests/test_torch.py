@@ -1,0 +1,64 @@
+"""The torch.distributed backend "pycomm" (pycomm/torch): registration, the
+collectives through torch's API under each init method and torchrun, errors,
+DDP against gloo, and the comm hooks. Multi-rank programs are tests/ranks/torch_*.py."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import RANKS, run_ranks
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+
+
+def test_registered_and_single_rank():
+    import pycomm.torch
+
+    assert "PYCOMM" in dist.Backend._plugins
+    assert dist.Backend("pycomm") == "pycomm"
+    dist.init_process_group("pycomm", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        pg = dist.group.WORLD
+        assert isinstance(pg, pycomm.torch.ProcessGroupPycomm) and pg.comm.size == 1
+        x = torch.arange(4.)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        assert torch.equal(x, torch.arange(4.))
+        w = dist.all_reduce(x, async_op=True)
+        assert w.wait() and torch.equal(w.get_future().wait()[0], torch.arange(4.))
+        with pytest.raises(ValueError):
+            dist.all_reduce(x, op=dist.ReduceOp.BOR)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_backend_env(n):
+    assert "torch backend ok" in run_ranks(n, "torch_backend.py", timeout=120).stdout
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "file"])
+def test_backend_init_methods(scheme, tmp_path):
+    url = f"tcp://127.0.0.1:{_free_port()}" if scheme == "tcp" else f"file://{tmp_path}/store"
+    assert f"torch backend ok {url}" in run_ranks(2, "torch_backend.py", url, timeout=120).stdout
+
+
+def test_torchrun():
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           os.path.join(RANKS, "torch_backend.py")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    assert "torch backend ok" in proc.stdout
+
+
+def test_ddp_matches_gloo_and_hooks():
+    out = run_ranks(2, "torch_ddp.py", timeout=150).stdout
+    assert "ddp ok" in out, out
