@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 import pycomm
 from pycomm.errors import CommError
+from pycomm.ops import op_code
 from pycomm.store import TorchStore
 
 from .p2p import StoreP2P
@@ -30,13 +31,16 @@ __all__ = ["ProcessGroupPycomm"]
 _R = dist.ReduceOp.RedOpType
 _OPS = {int(_R.SUM): "sum", int(_R.AVG): "avg", int(_R.PRODUCT): "prod", int(_R.MIN): "min",
         int(_R.MAX): "max"}
+_CODES = {int(_R.SUM): 0, int(_R.PRODUCT): 1, int(_R.MIN): 2, int(_R.MAX): 3, int(_R.AVG): 4}  # pycomm.ReduceOp
+_NAMES = {code: _OPS[k] for k, code in _CODES.items()}
 _NATIVE = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
            torch.int32, torch.int64}
 _COMPLEX = {torch.complex64, torch.complex128}
 
 
 def _op(opts):
-    op = opts.reduceOp if not isinstance(opts, dist.ReduceOp.RedOpType) else opts
+    """The pycomm op name of an options object, a dist.ReduceOp or a ReduceOp.RedOpType."""
+    op = getattr(opts, "reduceOp", opts)
     code = int(getattr(op, "op", op))
     try:
         return _OPS[code]
@@ -144,16 +148,25 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     def allreduce(self, tensors, opts=None):
         if isinstance(tensors, torch.Tensor):
             tensors = [tensors]
-        op = "sum" if opts is None else _op(opts)
+        if opts is None:
+            code = 0
+        else:
+            try:  # the common case, kept short: a few us of Python in all
+                code = _CODES[opts.reduceOp.op.value]
+            except (AttributeError, KeyError):
+                code = op_code(_op(opts))
         if len(tensors) == 1:
             t = tensors[0]
-            if t.dtype in _NATIVE and t.is_contiguous():  # the common case, kept short
+            if t.dtype in _NATIVE and t.is_contiguous() and not t.is_cuda:
+                # Straight to the native core (what Communicator.allreduce does for host buffers).
+                comm = self.comm
                 try:
-                    self.comm.allreduce(t, op)
+                    comm._native.allreduce(t, None, code, False, self._timeout)
                 except CommError as e:
                     return Work(tensors, error=e)
+                comm._submitted("allreduce", t)
                 return Work(tensors)
-        return self._run(tensors, self._allreduce_list, tensors, op)
+        return self._run(tensors, self._allreduce_list, tensors, _NAMES[code])
 
     def _allreduce_list(self, tensors, op):
         for t in tensors:

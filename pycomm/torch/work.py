@@ -20,12 +20,17 @@ class Work(dist.Work):
     """A finished (or pending) op: `wait()` returns True or raises its error;
     `get_future()` gives a torch Future holding `result` (a list of tensors)."""
 
+    _error = None     # an exception raised by pycomm, re-raised by wait()
+    _pending = None   # concurrent.futures.Future of an op still running, or None
+    _future = None
+
     def __init__(self, result, error=None, pending=None):
         super().__init__()
         self._result = result      # what the future holds, gloo's convention: the output tensors
-        self._error = error        # an exception raised by pycomm, re-raised by wait()
-        self._pending = pending    # concurrent.futures.Future of an op still running, or None
-        self._future = None
+        if error is not None:
+            self._error = error
+        if pending is not None:
+            self._pending = pending
 
     def _settle(self, timeout=None):
         # Idempotent and safe from two threads: it only reads the pending future.
