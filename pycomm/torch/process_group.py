@@ -13,7 +13,8 @@ Ops run to completion on the calling thread (pycomm's cheapest path) and
 return a completed Work; errors raised by pycomm surface from `wait()` and
 the future, as with gloo. Non-contiguous tensors are copied to contiguous
 ones and the results copied back. Data-movement ops take any dtype (moved as
-bytes); reductions take pycomm's dtypes plus complex (SUM/AVG, as pairs of reals).
+bytes); reductions take pycomm's dtypes plus complex (SUM/AVG, as pairs of reals)
+and bool (all_reduce and reduce: SUM/MAX = or, PRODUCT/MIN = and).
 """
 import torch
 import torch.distributed as dist
@@ -48,10 +49,16 @@ def _op(opts):
         raise ValueError(f"pycomm: reduction {op} is not supported (SUM, AVG, PRODUCT, MIN, MAX are)") from None
 
 
+# bool reductions as uint8 (0/1): SUM is logical or, PRODUCT logical and, as with gloo.
+_BOOL_OPS = {"sum": "max", "max": "max", "prod": "min", "min": "min"}
+
+
 def _reducible(t, op):
     """A contiguous tensor pycomm can reduce holding t's values, or raises TypeError."""
     if t.dtype in _NATIVE:
         return t if t.is_contiguous() else t.contiguous()
+    if t.dtype == torch.bool and op in _BOOL_OPS:
+        return (t if t.is_contiguous() else t.contiguous()).view(torch.uint8)
     if t.dtype in _COMPLEX and op in ("sum", "avg"):
         return torch.view_as_real(t if t.is_contiguous() else t.contiguous())
     raise TypeError(f"pycomm: {op} of {t.dtype} tensors is not supported")
@@ -68,10 +75,8 @@ def _movable(t):
 def _write_back(dst, src):
     """Copies src (a contiguous stand-in for dst) into dst unless they share memory."""
     if src.data_ptr() != dst.data_ptr() or not dst.is_contiguous():
-        if src.dtype != dst.dtype and dst.dtype in _COMPLEX:
-            src = torch.view_as_complex(src) if src.dtype != torch.uint8 else src.view(dst.dtype)
-        elif src.dtype != dst.dtype:
-            src = src.view(dst.dtype)
+        if src.dtype != dst.dtype:  # a byte, real-pair or uint8 stand-in
+            src = src.contiguous().reshape(-1).view(dst.dtype)
         dst.copy_(src.reshape(dst.shape))
 
 
@@ -171,7 +176,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     def _allreduce_list(self, tensors, op):
         for t in tensors:
             c = _reducible(t, op)
-            self.comm.allreduce(c, op)
+            self.comm.allreduce(c, _BOOL_OPS[op] if t.dtype == torch.bool else op)
             _write_back(t, c)
 
     def allreduce_coalesced(self, tensors, opts=None):
@@ -198,11 +203,12 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         # Composed: an allreduce whose result only the root keeps.
         for t in tensors:
             c = _reducible(t, op)
+            o = _BOOL_OPS[op] if t.dtype == torch.bool else op
             if self._rank == root:
-                self.comm.allreduce(c, op)
+                self.comm.allreduce(c, o)
                 _write_back(t, c)
             else:
-                self.comm.allreduce(c, op, out=torch.empty_like(c))
+                self.comm.allreduce(c, o, out=torch.empty_like(c))
 
     def reduce_scatter(self, outputs, inputs, opts=None):
         op = "sum" if opts is None else _op(opts)

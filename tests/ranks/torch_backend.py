@@ -34,13 +34,23 @@ def reductions(r, n):
             check(x, full(ref.item(), dtype=dtype), f"all_reduce {op} {dtype}")
     # Non-contiguous tensors: reduced in place through a contiguous copy.
     base = torch.arange(12.).reshape(3, 4)
-    x = base.t().clone().t() if False else (base * (r + 1)).t()
+    x = (base * (r + 1)).t()
     dist.all_reduce(x)
     check(x, base.t() * (n * (n + 1) / 2), "all_reduce of a transposed view")
     # Complex SUM, as pairs of reals (as gloo supports).
     c = torch.full((3,), complex(r, 1), dtype=torch.complex64)
     dist.all_reduce(c)
     check(c, torch.full((3,), complex(n * (n - 1) / 2, n), dtype=torch.complex64), "complex all_reduce")
+    cs = [torch.full((2,), complex(1, r), dtype=torch.complex128), torch.full((3,), complex(r, 0), dtype=torch.complex128)]
+    dist.all_reduce_coalesced(cs)
+    check(cs[0], torch.full((2,), complex(n, n * (n - 1) / 2), dtype=torch.complex128), "complex coalesced")
+    # bool: SUM is logical or, PRODUCT logical and (as gloo).
+    b = torch.tensor([r == 0, False, True])
+    dist.all_reduce(b)
+    check(b, torch.tensor([True, False, True]), "bool all_reduce SUM")
+    b = torch.tensor([r == 0, True])
+    dist.all_reduce(b, op=R.PRODUCT)
+    check(b, torch.tensor([n == 1, True]), "bool all_reduce PRODUCT")
     # Coalesced.
     ts = [full(r, 3), full(2 * r, 4)]
     dist.all_reduce_coalesced(ts)
