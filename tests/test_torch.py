@@ -59,6 +59,7 @@ def test_torchrun():
     assert "torch backend ok" in proc.stdout
 
 
-def test_ddp_matches_gloo_and_hooks():
-    out = run_ranks(2, "torch_ddp.py", timeout=150).stdout
+@pytest.mark.parametrize("n,steps", [(2, 150), (3, 80)])
+def test_ddp_matches_gloo_and_hooks(n, steps):
+    out = run_ranks(n, "torch_ddp.py", env={"DDP_STEPS": str(steps)}, timeout=150).stdout
     assert "ddp ok" in out, out

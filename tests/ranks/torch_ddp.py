@@ -82,9 +82,9 @@ def main():
     p_bf16, loss_bf16 = train(world, hooks.bf16_hook, None)
     same_on_all_ranks(p_bf16, "bf16_hook DDP")
     if rank == 0:
-        print(f"steps {STEPS}: final loss float32 pycomm {loss_pycomm:.6f}, gloo {loss_gloo:.6f} "
-              f"(max param diff {diff:.2e}); int8_hook {loss_int8:.6f} ({100 * rel:.2f}% off); "
-              f"bf16_hook {loss_bf16:.6f}; {len(state._feedback)} residual buckets", flush=True)
+        print(f"steps {STEPS}: final loss float32 pycomm {loss_pycomm:.7g}, gloo {loss_gloo:.7g} "
+              f"(max param diff {diff:.2e}); int8_hook {loss_int8:.7g} ({100 * rel:.4f}% off); "
+              f"bf16_hook {loss_bf16:.7g}; {len(state._feedback)} residual buckets", flush=True)
     assert rel < 0.01, f"int8_hook final loss {loss_int8} is {100 * rel:.2f}% off float32's {loss_pycomm}"
     assert abs(loss_bf16 - loss_pycomm) / loss_pycomm < 0.05, (loss_bf16, loss_pycomm)
     dist.destroy_process_group()
