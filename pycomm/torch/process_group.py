@@ -80,6 +80,11 @@ def _write_back(dst, src):
         dst.copy_(src.reshape(dst.shape))
 
 
+def _native_op(t, op):
+    """The op pycomm runs for `op` on t's stand-in (bool tensors reduce as uint8)."""
+    return _BOOL_OPS[op] if t.dtype == torch.bool else op
+
+
 def _check_same(tensors, what):
     t0 = tensors[0]
     for t in tensors[1:]:
@@ -176,7 +181,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     def _allreduce_list(self, tensors, op):
         for t in tensors:
             c = _reducible(t, op)
-            self.comm.allreduce(c, _BOOL_OPS[op] if t.dtype == torch.bool else op)
+            self.comm.allreduce(c, _native_op(t, op))
             _write_back(t, c)
 
     def allreduce_coalesced(self, tensors, opts=None):
@@ -189,7 +194,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         _check_same(tensors, "allreduce_coalesced")
         flats = [_reducible(t, op).reshape(-1) for t in tensors]
         buf = torch.cat(flats)
-        self.comm.allreduce(buf, op)
+        self.comm.allreduce(buf, _native_op(tensors[0], op))
         offset = 0
         for t, f in zip(tensors, flats):
             _write_back(t, buf[offset:offset + f.numel()])
@@ -203,7 +208,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         # Composed: an allreduce whose result only the root keeps.
         for t in tensors:
             c = _reducible(t, op)
-            o = _BOOL_OPS[op] if t.dtype == torch.bool else op
+            o = _native_op(t, op)
             if self._rank == root:
                 self.comm.allreduce(c, o)
                 _write_back(t, c)
@@ -224,7 +229,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                 raise ValueError("reduce_scatter: every input must have as many elements as the output")
             buf = _reducible(torch.cat([i.reshape(-1) for i in ins]), op)
             c = _reducible(out, op)
-            self.comm.reduce_scatter(buf.reshape(-1), op, out=c.reshape(-1))
+            self.comm.reduce_scatter(buf.reshape(-1), _native_op(out, op), out=c.reshape(-1))
             _write_back(out, c)
 
     def _reduce_scatter_base(self, output, input, opts=None):
@@ -240,7 +245,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
             raise ValueError(f"reduce_scatter_tensor: input has {input.numel()} elements, "
                              f"need {self._size} x {output.numel()}")
         c = _reducible(output, op)
-        self.comm.reduce_scatter(_reducible(input, op).reshape(-1), op, out=c.reshape(-1))
+        self.comm.reduce_scatter(_reducible(input, op).reshape(-1), _native_op(output, op), out=c.reshape(-1))
         _write_back(output, c)
 
     def reduce_scatter_tensor_coalesced(self, outputs, inputs, opts=None):
