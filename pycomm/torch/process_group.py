@@ -315,10 +315,12 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                 _write_back(o, whole[r * n:(r + 1) * n])
 
     def allgather_coalesced(self, output_lists, inputs, opts=None):
-        # Composed: one list all_gather per input tensor.
+        # output_lists[r][i] receives rank r's inputs[i]. Composed: one list all_gather per input.
         def run():
-            for outs, x in zip(output_lists, inputs):
-                self._allgather_lists([outs], [x])
+            if len(output_lists) != self._size:
+                raise ValueError(f"all_gather_coalesced: need {self._size} output lists, got {len(output_lists)}")
+            for i, x in enumerate(inputs):
+                self._allgather_lists([[outs[i] for outs in output_lists]], [x])
         return self._run(output_lists, run)
 
     def gather(self, output_lists, inputs, opts):
