@@ -69,6 +69,7 @@ class StoreP2P:
         data = store.get(key)
         self._received[(src, tag)] += 1
         store.delete_key(key)
+        tensor = tensor.detach()
         expect = tensor.numel() * tensor.element_size()
         if len(data) != expect:
             raise RuntimeError(f"recv from rank {src} (tag {tag}): got {len(data)} bytes, "

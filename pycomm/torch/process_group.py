@@ -55,6 +55,7 @@ _BOOL_OPS = {"sum": "max", "max": "max", "prod": "min", "min": "min"}
 
 def _reducible(t, op):
     """A contiguous tensor pycomm can reduce holding t's values, or raises TypeError."""
+    t = t.detach()  # DLPack refuses tensors that require grad; same memory
     if t.dtype in _NATIVE:
         return t if t.is_contiguous() else t.contiguous()
     if t.dtype == torch.bool and op in _BOOL_OPS:
@@ -66,6 +67,7 @@ def _reducible(t, op):
 
 def _movable(t):
     """A contiguous tensor pycomm can move holding t's bytes (any dtype)."""
+    t = t.detach()
     c = t if t.is_contiguous() else t.contiguous()
     if c.dtype in _NATIVE:
         return c
@@ -74,6 +76,7 @@ def _movable(t):
 
 def _write_back(dst, src):
     """Copies src (a contiguous stand-in for dst) into dst unless they share memory."""
+    dst = dst.detach()
     if src.data_ptr() != dst.data_ptr() or not dst.is_contiguous():
         if src.dtype != dst.dtype:  # a byte, real-pair or uint8 stand-in
             src = src.contiguous().reshape(-1).view(dst.dtype)
@@ -167,7 +170,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                 code = op_code(_op(opts))
         if len(tensors) == 1:
             t = tensors[0]
-            if t.dtype in _NATIVE and t.is_contiguous() and not t.is_cuda:
+            if t.dtype in _NATIVE and t.is_contiguous() and not t.is_cuda and not t.requires_grad:
                 # Straight to the native core (what Communicator.allreduce does for host buffers).
                 comm = self.comm
                 try:
@@ -264,7 +267,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         root = 0 if opts is None else opts.rootRank
         if len(tensors) == 1:
             t = tensors[0]
-            if t.dtype in _NATIVE and t.is_contiguous():
+            if t.dtype in _NATIVE and t.is_contiguous() and not t.requires_grad:
                 try:
                     self.comm.broadcast(t, root)
                 except CommError as e:
@@ -433,15 +436,14 @@ class ProcessGroupPycomm(dist.ProcessGroup):
             raise ValueError("pycomm recv takes one tensor")
         pending = self._p2p.recv(tensors[0], src, tag)
         w = Work(tensors, pending=pending)
-        w._source_rank = src
+        w._src = src
         return w
 
     def recv_anysource(self, tensors, tag=0):
         if len(tensors) != 1:
             raise ValueError("pycomm recv takes one tensor")
         pending = self._p2p.recv(tensors[0], None, tag)
-        w = _AnySourceWork(tensors, pending=pending)
-        return w
+        return _AnySourceWork(tensors, pending=pending)
 
     # -- coalescing and lifetime ---------------------------------------------------
 
@@ -461,15 +463,13 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
 
 class _AnySourceWork(Work):
-    def source_rank(self):
-        self.wait()
-        return self._pending_src
+    """A receive from any rank: the source is known once it completed."""
 
     def _settle(self, timeout=None):
         pending = self._pending
         super()._settle(timeout)
         if pending is not None and self._error is None:
-            self._pending_src = pending.result()
+            self._src = pending.result()
 
 
 def create(dist_options, backend_options=None):

@@ -73,8 +73,13 @@ class Work(dist.Work):
         self.wait()
         return self._result
 
+    _src = -1  # recv: the rank the message came from
+
     def source_rank(self):
-        return getattr(self, "_source_rank", -1)
+        self.wait()
+        return self._src
+
+    _source_rank = source_rank  # what torch.distributed.recv calls
 
     def synchronize(self):
         pass  # CPU ops; GPU ops are complete on the caller's stream when pycomm returns
