@@ -63,3 +63,20 @@ def test_torchrun():
 def test_ddp_matches_gloo_and_hooks(n, steps):
     out = run_ranks(n, "torch_ddp.py", env={"DDP_STEPS": str(steps)}, timeout=150).stdout
     assert "ddp ok" in out, out
+
+
+# A fixed subset of torch's own DistributedTest suite (tests/torch/conformance.py;
+# all of it: tests/torch/run_all.sh, results in tests/torch/CONFORMANCE.md).
+CONFORMANCE_SUBSET = ["test_all_reduce_sum_async", "test_reduce_sum", "test_all_gather_coalesced_simple",
+                      "test_send_recv_any_source", "test_DistributedDataParallelCPU"]
+
+
+def test_torch_conformance_subset():
+    pytest.importorskip("expecttest")  # torch's test utilities import it (the "test" extra installs it)
+    here = os.path.dirname(os.path.abspath(__file__))
+    ids = [f"{here}/torch/conformance.py::TestPycommBackend::{name}" for name in CONFORMANCE_SUBSET]
+    env = dict(os.environ, BACKEND="pycomm", WORLD_SIZE="2")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert f"{len(ids)} passed" in proc.stdout, proc.stdout[-2000:]
