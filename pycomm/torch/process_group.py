@@ -111,7 +111,6 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         self.comm = pycomm.Communicator(rank, size, TorchStore(store), timeout=self._timeout,
                                         name=f"torch/{group_name}")
         self._p2p = StoreP2P(store, rank, size, self._timeout)
-        self._no_out = [None]
 
     # -- identity --------------------------------------------------------------
 
