@@ -86,3 +86,26 @@ def test_torch_conformance_subset():
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     assert f"{len(ids)} passed" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_work_pending_timeout_and_errors():
+    from concurrent.futures import Future
+    from datetime import timedelta
+
+    import pycomm
+    from pycomm.torch.work import Work
+
+    pending = Future()
+    w = Work([torch.ones(1)], pending=pending)
+    assert not w.is_completed()
+    with pytest.raises(pycomm.TimeoutError):
+        w.wait(timedelta(seconds=0.05))
+    fut = w.get_future()
+    pending.set_exception(pycomm.PeerLostError("rank 1 went away"))
+    with pytest.raises(pycomm.PeerLostError):
+        fut.wait()
+    with pytest.raises(pycomm.PeerLostError):
+        w.wait()
+    assert w.is_completed() and isinstance(w.exception(), pycomm.PeerLostError)
+    done = Work([torch.ones(2)])
+    assert done.wait() and done.is_success() and torch.equal(done.get_future().wait()[0], torch.ones(2))

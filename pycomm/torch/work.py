@@ -13,6 +13,8 @@ another thread); such a Work is created completed. Ops that finish later
 import torch
 import torch.distributed as dist
 
+import pycomm
+
 __all__ = ["Work"]
 
 
@@ -42,7 +44,8 @@ class Work(dist.Work):
                 pending.result(timeout)
             except BaseException:  # noqa: B902
                 if not pending.done():  # the wait itself timed out: the op goes on
-                    raise
+                    raise pycomm.TimeoutError(f"Work.wait timed out after {timeout:g} s; "
+                                              "the op is still running") from None
         self._error = pending.exception()
         self._pending = None
 
