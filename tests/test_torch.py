@@ -109,3 +109,33 @@ def test_work_pending_timeout_and_errors():
     assert w.is_completed() and isinstance(w.exception(), pycomm.PeerLostError)
     done = Work([torch.ones(2)])
     assert done.wait() and done.is_success() and torch.equal(done.get_future().wait()[0], torch.ones(2))
+
+
+@pytest.mark.parametrize("hook_name", ["fp16_hook", "bf16_hook", "int8_hook"])
+def test_hooks_single_rank(hook_name):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from pycomm.torch import hooks
+
+    dist.init_process_group("pycomm", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4)
+        ddp = DDP(model)
+        state = hooks.Int8State(error_feedback=False) if hook_name == "int8_hook" else None
+        ddp.register_comm_hook(state, getattr(hooks, hook_name))
+        ddp(torch.randn(16, 8)).sum().backward()
+        ref = torch.nn.Linear(8, 4)
+        ref.load_state_dict(model.state_dict())
+        torch.manual_seed(0)
+        torch.nn.Linear(8, 4)  # the same random stream as above
+        ref(torch.randn(16, 8)).sum().backward()
+        bucket_max = max(q.grad.abs().max().item() for q in ref.parameters())
+        for p, q in zip(model.parameters(), ref.parameters()):
+            if hook_name == "int8_hook":  # two roundings of at most half a step (max / 127) each
+                err = (p.grad - q.grad).abs().max().item()
+                assert err <= bucket_max / 127 * 1.001, (err, bucket_max)
+            else:
+                assert torch.allclose(p.grad, q.grad, rtol=1e-2, atol=1e-3), (hook_name, p.grad, q.grad)
+    finally:
+        dist.destroy_process_group()
