@@ -168,6 +168,7 @@ class MpiBackend(Backend):
 class GlooBackend(Backend):
     """torch.distributed's gloo backend, on tensors sharing the numpy buffers' memory."""
     name = "gloo"
+    dist_backend = "gloo"
 
     def unsupported(self, op, dtype, redop):
         if importlib.util.find_spec("torch") is None:
@@ -187,7 +188,8 @@ class GlooBackend(Backend):
             w.share(str(self.store.port).encode())
         else:
             self.store = dist.TCPStore(w.host, int(w.share()), w.size, False, timeout)
-        dist.init_process_group("gloo", store=self.store, rank=w.rank, world_size=w.size, timeout=timeout)
+        dist.init_process_group(self.dist_backend, store=self.store, rank=w.rank, world_size=w.size,
+                                timeout=timeout)
         R = dist.ReduceOp
         self.ops = {"sum": R.SUM, "prod": R.PRODUCT, "min": R.MIN, "max": R.MAX, "avg": R.AVG}
         # torch 2.13 renamed the tensor forms (the old names warn); older torch has only those.
@@ -218,5 +220,18 @@ class GlooBackend(Backend):
         del self.store
 
 
-BACKENDS = {b.name: b for b in (PycommBackend, PycommInt8Backend, MpiBackend, GlooBackend)}
+class TorchPycommBackend(GlooBackend):
+    """pycomm through torch.distributed (the backend "pycomm"): what a torch user gets."""
+    name = "torch-pycomm"
+    dist_backend = "pycomm"
+
+    def setup(self):
+        import pycomm.torch  # noqa: F401  registers the backend
+
+        super().setup()
+        self.transport = self.dist.group.WORLD.comm.transport
+
+
+BACKENDS = {b.name: b for b in (PycommBackend, PycommInt8Backend, MpiBackend, GlooBackend,
+                                TorchPycommBackend)}
 LIBRARIES = tuple(BACKENDS)

@@ -1,0 +1,75 @@
+"""DDP step time: the same model and data through gloo, the backend "pycomm",
+and pycomm with its int8 / bf16 comm hooks.
+
+    python -m pycomm.launch -n 2 bench/ddp_step.py [--width 2048 --layers 6 --batch 8 --steps 10]
+
+Each rank trains an MLP of `layers` square Linear layers (6 x 2048^2 = 25M
+parameters by default) on random data; the step (forward, backward with DDP's
+gradient allreduce, SGD) is timed per rank, and rank 0 prints the median over
+steps of the slowest rank's time per configuration.
+"""
+import argparse
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import pycomm.torch  # noqa: F401  registers "pycomm"
+from pycomm.torch import hooks
+
+
+def step_times(group, args, hook=None, state=None):
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(args.layers):
+        layers += [torch.nn.Linear(args.width, args.width), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    ddp = DDP(model, process_group=group)
+    if hook is not None:
+        ddp.register_comm_hook(state, hook)
+    opt = torch.optim.SGD(ddp.parameters(), lr=1e-3)
+    x = torch.randn(args.batch, args.width)
+    times = []
+    for i in range(args.warmup + args.steps):
+        dist.barrier(group=group)
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        ddp(x).square().mean().backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    t = torch.tensor(times[args.warmup:], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return t.median().item(), sum(p.numel() for p in model.parameters())
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--width", type=int, default=2048)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    args = p.parse_args()
+    dist.init_process_group("pycomm")
+    gloo = dist.new_group(backend="gloo")
+    world = dist.group.WORLD
+    configs = [("gloo", gloo, None, None), ("pycomm", world, None, None),
+               ("pycomm + int8_hook", world, hooks.int8_hook, hooks.Int8State()),
+               ("pycomm + bf16_hook", world, hooks.bf16_hook, None)]
+    rows = []
+    for name, group, hook, state in configs:
+        t, nparams = step_times(group, args, hook, state)
+        rows.append((name, t))
+    if dist.get_rank() == 0:
+        print(f"# DDP step, {dist.get_world_size()} ranks, {nparams / 1e6:.1f}M parameters "
+              f"({args.layers} x Linear({args.width}, {args.width})), batch {args.batch}, "
+              f"median of {args.steps} steps, torch {torch.__version__}")
+        base = rows[0][1]
+        for name, t in rows:
+            print(f"{name:22s} {t * 1e3:9.1f} ms   {base / t:5.2f}x gloo")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

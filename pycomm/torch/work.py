@@ -1,0 +1,104 @@
+"""Work handles the "pycomm" process group returns to torch.
+
+A Python subclass of torch's Work (torch calls `wait`, `get_future`, ...
+through its trampoline), never one made by `_create_work_from_future`: that
+kind drops exceptions set from Python, and pycomm's errors must reach the
+caller as gloo's do, from `wait()` and through the future.
+
+Most ops finish before the process group returns their Work (pycomm runs a
+blocking op on the calling thread, which costs far less than a hand-off to
+another thread); such a Work is created completed. Ops that finish later
+(receives) pass the `concurrent.futures.Future` of the thread running them.
+"""
+import torch
+import torch.distributed as dist
+
+import pycomm
+
+__all__ = ["Work"]
+
+
+class Work(dist.Work):
+    """A finished (or pending) op: `wait()` returns True or raises its error;
+    `get_future()` gives a torch Future holding `result` (a list of tensors)."""
+
+    _error = None     # an exception raised by pycomm, re-raised by wait()
+    _pending = None   # concurrent.futures.Future of an op still running, or None
+    _future = None
+
+    def __init__(self, result, error=None, pending=None):
+        super().__init__()
+        self._result = result      # what the future holds, gloo's convention: the output tensors
+        if error is not None:
+            self._error = error
+        if pending is not None:
+            self._pending = pending
+
+    def _settle(self, timeout=None):
+        # Idempotent and safe from two threads: it only reads the pending future.
+        pending = self._pending
+        if pending is None:
+            return
+        if not pending.done():
+            try:
+                pending.result(timeout)
+            except BaseException:  # noqa: B902
+                if not pending.done():  # the wait itself timed out: the op goes on
+                    raise pycomm.TimeoutError(f"Work.wait timed out after {timeout:g} s; "
+                                              "the op is still running") from None
+        self._error = pending.exception()
+        self._pending = None
+
+    def wait(self, timeout=None):
+        secs = None
+        if timeout is not None and hasattr(timeout, "total_seconds"):
+            secs = timeout.total_seconds() or None  # torch's default timedelta(0) means "no limit"
+        self._settle(secs)
+        if self._error is not None:
+            raise self._error
+        return True
+
+    def is_completed(self):
+        return self._pending is None or self._pending.done()
+
+    def is_success(self):
+        if not self.is_completed():
+            raise RuntimeError("is_success() called on an op that has not completed")
+        self._settle()
+        return self._error is None
+
+    def exception(self):
+        if self._pending is not None and self._pending.done():
+            self._settle()
+        return self._error
+
+    def result(self):
+        self.wait()
+        return self._result
+
+    _src = -1  # recv: the rank the message came from
+
+    def source_rank(self):
+        self.wait()
+        return self._src
+
+    _source_rank = source_rank  # what torch.distributed.recv calls
+
+    def synchronize(self):
+        pass  # CPU ops; GPU ops are complete on the caller's stream when pycomm returns
+
+    def get_future(self):
+        if self._future is None:
+            fut = torch.futures.Future()
+            if self._pending is None:
+                self._complete(fut)
+            else:
+                self._pending.add_done_callback(lambda _: (self._settle(), self._complete(fut)))
+            self._future = fut
+        return self._future
+
+    def _complete(self, fut):
+        if self._error is not None:
+            fut.set_exception(self._error)
+        else:
+            fut.set_result(self._result)

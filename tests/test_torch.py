@@ -1,0 +1,141 @@
+"""The torch.distributed backend "pycomm" (pycomm/torch): registration, the
+collectives through torch's API under each init method and torchrun, errors,
+DDP against gloo, and the comm hooks. Multi-rank programs are tests/ranks/torch_*.py."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import RANKS, run_ranks
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+
+
+def test_registered_and_single_rank():
+    import pycomm.torch
+
+    assert "PYCOMM" in dist.Backend._plugins
+    assert dist.Backend("pycomm") == "pycomm"
+    dist.init_process_group("pycomm", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        pg = dist.group.WORLD
+        assert isinstance(pg, pycomm.torch.ProcessGroupPycomm) and pg.comm.size == 1
+        x = torch.arange(4.)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        assert torch.equal(x, torch.arange(4.))
+        w = dist.all_reduce(x, async_op=True)
+        assert w.wait() and torch.equal(w.get_future().wait()[0], torch.arange(4.))
+        with pytest.raises(ValueError):
+            dist.all_reduce(x, op=dist.ReduceOp.BOR)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_backend_env(n):
+    assert "torch backend ok" in run_ranks(n, "torch_backend.py", timeout=120).stdout
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "file"])
+def test_backend_init_methods(scheme, tmp_path):
+    url = f"tcp://127.0.0.1:{_free_port()}" if scheme == "tcp" else f"file://{tmp_path}/store"
+    assert f"torch backend ok {url}" in run_ranks(2, "torch_backend.py", url, timeout=120).stdout
+
+
+def test_torchrun():
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           os.path.join(RANKS, "torch_backend.py")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    assert "torch backend ok" in proc.stdout
+
+
+def test_bench_torch_pycomm():
+    cmd = [sys.executable, "-m", "pycomm.bench", "allreduce", "-n", "2", "-b", "8", "-e", "4K", "-f", "8",
+           "--library", "torch-pycomm", "--check", "--iters", "5", "--warmup", "1", "--timeout", "60"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "torch-pycomm 0 OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("n,steps", [(2, 150), (3, 60)])
+def test_ddp_matches_gloo_and_hooks(n, steps):
+    out = run_ranks(n, "torch_ddp.py", env={"DDP_STEPS": str(steps)}, timeout=150).stdout
+    assert "ddp ok" in out, out
+
+
+# A fixed subset of torch's own DistributedTest suite (tests/torch/conformance.py;
+# all of it: tests/torch/run_all.sh, results in tests/torch/CONFORMANCE.md).
+CONFORMANCE_SUBSET = ["test_all_reduce_sum_async", "test_send_recv_any_source", "test_DistributedDataParallelCPU"]
+
+
+def test_torch_conformance_subset():
+    pytest.importorskip("expecttest")  # torch's test utilities import it (the "test" extra installs it)
+    here = os.path.dirname(os.path.abspath(__file__))
+    ids = [f"{here}/torch/conformance.py::TestPycommBackend::{name}" for name in CONFORMANCE_SUBSET]
+    env = dict(os.environ, BACKEND="pycomm", WORLD_SIZE="2")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert f"{len(ids)} passed" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_work_pending_timeout_and_errors():
+    from concurrent.futures import Future
+    from datetime import timedelta
+
+    import pycomm
+    from pycomm.torch.work import Work
+
+    pending = Future()
+    w = Work([torch.ones(1)], pending=pending)
+    assert not w.is_completed()
+    with pytest.raises(pycomm.TimeoutError):
+        w.wait(timedelta(seconds=0.05))
+    fut = w.get_future()
+    pending.set_exception(pycomm.PeerLostError("rank 1 went away"))
+    with pytest.raises(pycomm.PeerLostError):
+        fut.wait()
+    with pytest.raises(pycomm.PeerLostError):
+        w.wait()
+    assert w.is_completed() and isinstance(w.exception(), pycomm.PeerLostError)
+    done = Work([torch.ones(2)])
+    assert done.wait() and done.is_success() and torch.equal(done.get_future().wait()[0], torch.ones(2))
+
+
+@pytest.mark.parametrize("hook_name", ["fp16_hook", "bf16_hook", "int8_hook"])
+def test_hooks_single_rank(hook_name):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from pycomm.torch import hooks
+
+    dist.init_process_group("pycomm", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4)
+        ddp = DDP(model)
+        state = hooks.Int8State(error_feedback=False) if hook_name == "int8_hook" else None
+        ddp.register_comm_hook(state, getattr(hooks, hook_name))
+        ddp(torch.randn(16, 8)).sum().backward()
+        ref = torch.nn.Linear(8, 4)
+        ref.load_state_dict(model.state_dict())
+        torch.manual_seed(0)
+        torch.nn.Linear(8, 4)  # the same random stream as above
+        ref(torch.randn(16, 8)).sum().backward()
+        bucket_max = max(q.grad.abs().max().item() for q in ref.parameters())
+        for p, q in zip(model.parameters(), ref.parameters()):
+            if hook_name == "int8_hook":  # two roundings of at most half a step (max / 127) each
+                err = (p.grad - q.grad).abs().max().item()
+                assert err <= bucket_max / 127 * 1.001, (err, bucket_max)
+            else:
+                assert torch.allclose(p.grad, q.grad, rtol=1e-2, atol=1e-3), (hook_name, p.grad, q.grad)
+    finally:
+        dist.destroy_process_group()
