@@ -81,8 +81,10 @@ class Int8State:
                 old_ef = self._feedback[old]
                 if src is not None and old_ef.initialized and src[1] == n:
                     if carried is None:
-                        carried = torch.zeros(buf.numel(), dtype=torch.float32)
-                    carried[start:start + n] = torch.from_numpy(old_ef.worker[src[0]:src[0] + n])
+                        carried = torch.zeros(buf.numel(), dtype=torch.float32, device=buf.device)
+                    # Residuals are numpy arrays for CPU buckets, tensors on the GPU for CUDA ones.
+                    carried[start:start + n] = torch.as_tensor(old_ef.worker[src[0]:src[0] + n],
+                                                               device=buf.device)
             self._home[pid] = key
         self._offsets[key] = layout
         # Buckets no parameter lives in any more are dropped.
