@@ -15,6 +15,9 @@ Communicator::~Communicator() {
     close();
   } catch (...) {
   }
+  // Never std::terminate from here (a joinable std::thread being destroyed):
+  // at interpreter exit close() can fail, and the process is ending anyway.
+  if (worker_.joinable()) worker_.detach();
 }
 
 uint64_t Communicator::ops_submitted() {
@@ -160,7 +163,13 @@ void Communicator::close() {
     stopping_ = true;
   }
   cv_.notify_all();
-  if (worker_.joinable()) worker_.join();
+  if (worker_.joinable()) {
+    if (worker_.get_id() == std::this_thread::get_id()) {
+      worker_.detach();  // closed from the worker itself: it stops after this op
+    } else {
+      worker_.join();
+    }
+  }
   std::unique_lock<std::mutex> lk(mu_);
   cv_.wait(lk, [&] { return !running_; });  // an inline op on another thread
   closed_ = true;
