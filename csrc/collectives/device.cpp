@@ -21,6 +21,20 @@ struct OpRefs {
   DeviceState::Ref in, out;
 };
 
+// Every rank's refs (this rank's slot left empty), in one stamped exchange.
+std::vector<OpRefs> exchange_refs(OpContext& ctx, const OpRefs& mine) {
+  std::vector<OpRefs> theirs(ctx.size());
+  std::vector<SendSpec> sends;
+  std::vector<RecvSpec> recvs;
+  for (int p = 0; p < ctx.size(); ++p) {
+    if (p == ctx.rank()) continue;
+    sends.push_back({p, reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)});
+    recvs.push_back({p, sizeof(OpRefs), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
+  }
+  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
+  return theirs;
+}
+
 // Caches stay small: a training loop reuses the same few allocations, and a
 // mapping kept open keeps a peer's freed memory alive.
 constexpr size_t kMaxExported = 1024, kMaxImported = 256;
@@ -139,16 +153,8 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
                       a.worker_residual, q_of(mine), s_of(mine), stream_);
   cuda::stream_sync(stream_);
   // 2. Where every rank's scratch and output are.
-  OpRefs refs{export_ref(mine, 2 * half), export_ref(nullptr, 0)};  // outputs stay private
-  std::vector<OpRefs> theirs(n);
-  std::vector<SendSpec> sends;
-  std::vector<RecvSpec> recvs;
-  for (int p = 0; p < n; ++p) {
-    if (p == r) continue;
-    sends.push_back({p, reinterpret_cast<const uint8_t*>(&refs), sizeof(refs)});
-    recvs.push_back({p, sizeof(OpRefs), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
-  }
-  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
+  const std::vector<OpRefs> theirs =
+      exchange_refs(ctx, {export_ref(mine, 2 * half), export_ref(nullptr, 0)});  // outputs stay private
   std::vector<uint8_t*> scr(n);
   for (int p = 0; p < n; ++p) scr[p] = p == r ? mine : import_ref(theirs[p].in);
   // 3. The owner of each block-aligned slice sums every rank's int8 bytes
@@ -195,16 +201,8 @@ void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_
   // 1. This rank's input is ready (the caller's stream drained into ours),
   //    and every rank learns where every other rank's buffers are.
   cuda::stream_sync(stream_);
-  OpRefs mine{export_ref(in, in_bytes), export_ref(out, out_bytes)};
-  std::vector<OpRefs> theirs(n);
-  std::vector<SendSpec> sends;
-  std::vector<RecvSpec> recvs;
-  for (int p = 0; p < n; ++p) {
-    if (p == r) continue;
-    sends.push_back({p, reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)});
-    recvs.push_back({p, sizeof(OpRefs), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
-  }
-  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
+  const std::vector<OpRefs> theirs =
+      exchange_refs(ctx, {export_ref(in, in_bytes), export_ref(out, out_bytes)});
   std::vector<const uint8_t*> ins(n);
   std::vector<uint8_t*> outs(n);
   for (int p = 0; p < n; ++p) {
