@@ -1,6 +1,8 @@
 """Property-based tests (hypothesis) of the native kernels on every ISA this
 CPU has: the reduce kernels equal numpy's elementwise float arithmetic bit
-for bit, and int8 quantization keeps its promises for any finite input."""
+for bit, and int8 quantization keeps its promises for any finite input.
+Derandomized, so CI sees the same examples every run; drop `derandomize`
+locally to explore further."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -28,7 +30,7 @@ def pairs(dtype):
 
 @pytest.mark.parametrize("dtype", list(CODES))
 @pytest.mark.parametrize("op", list(OPS))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_reduce_is_numpy_elementwise(dtype, op, data):
     a, b = data.draw(pairs(dtype))
@@ -50,7 +52,7 @@ def test_reduce_is_numpy_elementwise(dtype, op, data):
         K.set_isa(before)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(x=st.integers(1, 2000).flatmap(lambda n: hnp.arrays(np.float32, n, elements=finite32)),
        block=st.sampled_from([32, 64, 256, 4096]))
 def test_quantize_promises(x, block):
@@ -61,13 +63,16 @@ def test_quantize_promises(x, block):
         blk = x[b * block:(b + 1) * block].astype(np.float64)
         amax = np.max(np.abs(blk))
         assert s[b] == np.float32(np.float32(amax) / np.float32(127))
-        if s[b] > 0:  # round to nearest: within half a step (plus float32 slack)
+        # Round to nearest: within half a step (plus float32 slack), where the
+        # scale is a normal float; a subnormal scale is itself rounded coarsely
+        # (hypothesis found x = 2.2e-42: scale 1.7e-44, q * scale off by 1.8 steps).
+        if s[b] >= np.finfo(np.float32).tiny:
             err = np.abs(y[b * block:(b + 1) * block] - blk)
             assert np.all(err <= 0.5 * float(s[b]) * (1 + 1e-6) + 1e-30 * amax)
             assert np.abs(q[b * block:(b + 1) * block]).max() == 127  # the largest reaches the end
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(x=st.integers(1, 500).flatmap(lambda n: hnp.arrays(np.float32, n, elements=st.floats(-1e6, 1e6, width=32))),
        seed=st.integers(0, 2**64 - 1))
 def test_error_feedback_accounts_for_every_bit(x, seed):
