@@ -191,10 +191,8 @@ class PyComm {
   // op codes, the caller's stream. The caller keeps the tensors alive.
   py::object device_op(const std::string& coll, uintptr_t in, uintptr_t out, size_t count, int dtype,
                        int op, int root, uintptr_t stream, bool async_op, double timeout) {
-    if (!cuda::built())
-      throw py::type_error("GPU buffers need pycomm built with CUDA (this build has none)");
+    CollArgs a = device_args(in, out, count, stream, timeout);
     if (dtype < 0 || dtype >= kNumDTypes) throw py::value_error(strprintf("unknown dtype code %d", dtype));
-    CollArgs a;
     if (coll == "allreduce") a.coll = Coll::kAllreduce;
     else if (coll == "reduce_scatter") a.coll = Coll::kReduceScatter;
     else if (coll == "allgather") a.coll = Coll::kAllgather;
@@ -205,12 +203,6 @@ class PyComm {
     if (root < 0 || root >= size())
       throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, size()));
     a.root = root;
-    a.in = reinterpret_cast<const void*>(in);
-    a.out = reinterpret_cast<void*>(out);
-    a.count = count;
-    a.device = true;
-    a.stream = reinterpret_cast<void*>(stream);
-    a.timeout_s = check_timeout(timeout);
     check_device_pointers(a);
     return submit(a, async_op, {});
   }
@@ -221,8 +213,7 @@ class PyComm {
                                    size_t block_size, bool stochastic, py::handle seed,
                                    uintptr_t worker, uintptr_t owner, uintptr_t stream,
                                    bool async_op, double timeout) {
-    if (!cuda::built())
-      throw py::type_error("GPU buffers need pycomm built with CUDA (this build has none)");
+    CollArgs a = device_args(in, out, count, stream, timeout);
     const DType d = static_cast<DType>(dtype);
     if (d != DType::kFloat32 && d != DType::kFloat16 && d != DType::kBFloat16)
       throw py::type_error(std::string("compress='int8' needs float32, float16 or bfloat16 input, got ") +
@@ -230,16 +221,9 @@ class PyComm {
     if (size() > cuda::kMaxReduceSources)
       throw py::value_error(strprintf("compressed allreduce of GPU buffers takes at most %d ranks for now",
                                       cuda::kMaxReduceSources));
-    CollArgs a;
     a.coll = Coll::kAllreduceInt8;
     a.dtype = d;
     a.op = int8_op(op);
-    a.in = reinterpret_cast<const void*>(in);
-    a.out = reinterpret_cast<void*>(out);
-    a.count = count;
-    a.device = true;
-    a.stream = reinterpret_cast<void*>(stream);
-    a.timeout_s = check_timeout(timeout);
     int8_args(a, block_size, stochastic, seed, py::none(), py::none(), 0, 0);
     a.int8.worker_residual = reinterpret_cast<float*>(worker);
     a.int8.owner_residual = reinterpret_cast<float*>(owner);
@@ -321,6 +305,20 @@ class PyComm {
     if (r == RedOp::kAvg && !dtype_is_floating(dtype))
       throw py::value_error(std::string("op avg needs a floating-point dtype, got ") + dtype_name(dtype));
     return r;
+  }
+  // The part of a GPU op's arguments every GPU op has.
+  static CollArgs device_args(uintptr_t in, uintptr_t out, size_t count, uintptr_t stream,
+                              double timeout) {
+    if (!cuda::built())
+      throw py::type_error("GPU buffers need pycomm built with CUDA (this build has none)");
+    CollArgs a;
+    a.in = reinterpret_cast<const void*>(in);
+    a.out = reinterpret_cast<void*>(out);
+    a.count = count;
+    a.device = true;
+    a.stream = reinterpret_cast<void*>(stream);
+    a.timeout_s = check_timeout(timeout);
+    return a;
   }
   // Both pointers must be device memory of one GPU (an empty tensor may have none).
   static void check_device_pointers(const CollArgs& a) {
