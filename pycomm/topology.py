@@ -8,7 +8,7 @@ import os
 import socket
 import struct
 
-TRANSPORTS = ("auto", "shm", "tcp")
+TRANSPORTS = ("auto", "shm", "tcp", "mpi")
 
 
 def host_id() -> str:
@@ -27,7 +27,8 @@ def host_id() -> str:
 
 
 def choose_transport(requested, hosts) -> str:
-    """requested: auto|shm|tcp (None: $PYCOMM_TRANSPORT, default auto)."""
+    """requested: auto|shm|tcp|mpi (None: $PYCOMM_TRANSPORT, default auto).
+    auto never picks mpi: pycomm's own transports are faster where they reach."""
     if requested is None:
         requested = os.environ.get("PYCOMM_TRANSPORT", "auto") or "auto"
     if requested not in TRANSPORTS:

@@ -25,7 +25,7 @@ if [[ "$mode" == *thread* ]]; then
   exit
 fi
 python -c "import pybind11" 2>/dev/null || { echo "tests/sanitize.sh: needs pybind11 (pip install pybind11)"; exit 1; }
-PYCOMM_SANITIZE="$mode" PYCOMM_CUDA=0 python setup.py -q build_ext --inplace >build.log 2>&1 ||
+PYCOMM_SANITIZE="$mode" PYCOMM_CUDA=0 PYCOMM_MPI=0 python setup.py -q build_ext --inplace >build.log 2>&1 ||
   { tail -n 40 build.log; exit 1; }
 runtime="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 # Python itself is not instrumented and keeps memory until exit: no leak reports.

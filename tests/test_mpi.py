@@ -1,5 +1,7 @@
-"""The mpirun programs in tests/mpi/, under mpirun -n 2, 3 and 4 (skipped,
-with the reason, where mpi4py or mpirun is missing; CI installs both)."""
+"""The mpirun programs in tests/mpi/, under mpirun -n 2, 3 and 4, over
+pycomm's own transports and over the MPI transport (skipped, with the
+reason, where mpi4py or mpirun is missing; CI installs both and builds the
+MPI transport)."""
 import os
 import shutil
 import subprocess
@@ -17,7 +19,7 @@ if MISSING is None and shutil.which("mpirun") is None:
     MISSING = "mpirun is not on PATH"
 
 
-def mpirun(n, program, timeout=600):
+def mpirun(n, program, timeout=600, transport=None):
     # What an MPI user on this machine types, plus what the machine needs:
     # root (Open MPI refuses it without the flag) and more ranks than cores.
     cmd = ["mpirun", "-n", str(n), "--oversubscribe", "--bind-to", "none"]
@@ -25,12 +27,54 @@ def mpirun(n, program, timeout=600):
         cmd.append("--allow-run-as-root")
     cmd += [sys.executable, os.path.join(HERE, "mpi", program)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    if transport:
+        env["PYCOMM_TRANSPORT"] = transport  # mpirun passes the environment on to local ranks
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def check(proc, done):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    assert done in proc.stdout, proc.stdout[-4000:]
 
 
 @pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_mpi_collectives(n):
-    proc = mpirun(n, "collectives.py")
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-    assert f"mpi collectives ok on {n} ranks" in proc.stdout
+    check(mpirun(n, "collectives.py"), f"mpi collectives ok on {n} ranks over shm")
+
+
+def mpi_transport_missing():
+    """Why the MPI transport cannot be tested here, or None. CI sets
+    PYCOMM_REQUIRE_MPI_TRANSPORT=1: there a missing transport fails."""
+    why = MISSING
+    if why is None:
+        from pycomm.mpi import transport_available
+
+        ok, detail = transport_available()
+        why = None if ok else detail
+    if why and os.environ.get("PYCOMM_REQUIRE_MPI_TRANSPORT") == "1":
+        pytest.fail(f"PYCOMM_REQUIRE_MPI_TRANSPORT=1 but {why}")
+    return why
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_mpi_transport_collectives(n):
+    missing = mpi_transport_missing()
+    if missing:
+        pytest.skip(missing)
+    check(mpirun(n, "collectives.py", transport="mpi"), f"mpi collectives ok on {n} ranks over mpi")
+
+
+def test_mpi_transport_errors():
+    missing = mpi_transport_missing()
+    if missing:
+        pytest.skip(missing)
+    check(mpirun(2, "transport_errors.py"), "mpi transport errors ok on 2 ranks")
+
+
+def test_mpi_transport_needs_an_mpi_communicator(tmp_path):
+    import pycomm
+    from pycomm.store import FileStore
+
+    with pytest.raises(ValueError, match="from_mpi"):
+        pycomm.Communicator(0, 1, FileStore(str(tmp_path)), transport="mpi")

@@ -16,6 +16,7 @@
 #include "../transport/tcp_transport.h"
 #include "buffer.h"
 #include "errors.h"
+#include "transport_capsule.h"
 
 namespace py = pybind11;
 
@@ -93,8 +94,15 @@ class PyComm {
       to.local_ranks = option<int>(opts, "local_ranks", to.local_ranks);
       py::gil_scoped_release nogil;
       tr = std::make_unique<TcpTransport>(rank, size, allgather, to);
+    } else if (transport == "mpi") {  // built by pycomm._mpi over the program's MPI communicator
+      if (!opts.contains("mpi_transport"))
+        throw py::value_error("transport 'mpi' needs opts['mpi_transport'] (see Communicator.from_mpi)");
+      tr = unwrap_transport(opts["mpi_transport"]);
+      if (tr->rank() != rank || tr->size() != size)
+        throw py::value_error(strprintf("the MPI transport is rank %d of %d, the communicator rank %d of %d",
+                                        tr->rank(), tr->size(), rank, size));
     } else {
-      throw py::value_error("unknown transport '" + transport + "' (expected shm or tcp)");
+      throw py::value_error("unknown transport '" + transport + "' (expected shm, tcp or mpi)");
     }
     tuning_ = tuning;
     comm_ = std::make_unique<Communicator>(std::move(tr), tuning);

@@ -76,8 +76,15 @@ class PycommBackend(Backend):
     def setup(self):
         import pycomm
 
-        self.comm = pycomm.Communicator(self.rank, self.size, self.world.store,
-                                        transport=self.requested_transport, name=f"bench-{self.name}")
+        if self.requested_transport == "mpi":  # over MPI point-to-point: needs the MPI communicator
+            if not self.world.mpi:
+                raise SystemExit("pycomm.bench: --transport mpi needs the ranks started by mpirun")
+            from mpi4py import MPI
+
+            self.comm = pycomm.Communicator.from_mpi(MPI.COMM_WORLD, transport="mpi", name=f"bench-{self.name}")
+        else:
+            self.comm = pycomm.Communicator(self.rank, self.size, self.world.store,
+                                            transport=self.requested_transport, name=f"bench-{self.name}")
         self.transport = self.comm.transport
         self.version = pycomm.__version__
 

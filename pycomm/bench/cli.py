@@ -71,7 +71,8 @@ def parser():
     p.add_argument("--library", choices=LIBRARIES, default="pycomm", help="library measured (default pycomm)")
     p.add_argument("--compare", type=_libraries, default=[], metavar="LIBS",
                    help="comma-separated libraries to compare against: mpi, gloo, torch-pycomm")
-    p.add_argument("--transport", choices=("auto", "shm", "tcp"), help="pycomm transport (default auto)")
+    p.add_argument("--transport", choices=("auto", "shm", "tcp", "mpi"),
+                   help="pycomm transport (default auto; mpi: under mpirun only)")
     p.add_argument("--compress", choices=("int8",),
                    help="measure pycomm's compressed collective (library pycomm-int8; float32, sum/avg); "
                         "algbw counts the uncompressed bytes")

@@ -1,6 +1,7 @@
 """An mpirun program, as an MPI user writes one:
 
     mpirun -n 4 python tests/mpi/collectives.py
+    mpirun -n 4 -x PYCOMM_TRANSPORT=mpi python tests/mpi/collectives.py   # over MPI point-to-point
 
 pycomm communicators made with Communicator.from_mpi from COMM_WORLD, from
 Split, Dup and Create_group communicators, side by side in one process: every
@@ -27,6 +28,8 @@ TIMEOUT = 120
 def check_world(world):
     comm = pycomm.Communicator.from_mpi(world, timeout=TIMEOUT)
     assert (comm.rank, comm.size) == (world.rank, world.size)
+    wanted = os.environ.get("PYCOMM_TRANSPORT", "auto")
+    assert wanted == "auto" or comm.transport == wanted, (comm.transport, wanted)
     checks.run_all(comm, [0, 1, 7, 1001, 65537])
     for count in (0, 5, 1000, 100003):
         for op in ("sum", "avg"):
@@ -90,7 +93,7 @@ def main():
         sys.stderr.flush()
         world.Abort(1)
     if world.rank == 0:
-        print(f"mpi collectives ok on {world.size} ranks", flush=True)
+        print(f"mpi collectives ok on {world.size} ranks over {comm.transport}", flush=True)
 
 
 if __name__ == "__main__":
