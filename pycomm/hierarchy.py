@@ -45,6 +45,11 @@ def wanted(hosts):
     return setting != "0" and grid is not None
 
 
+# Pipelined pieces: about PIECE_BYTES per local rank each (PYCOMM_HIERARCHY_PIECE_BYTES),
+# at most PIECES_MAX.
+PIECE_BYTES = 2 << 20
+PIECES_MAX = 16
+
 _DTYPES = {np.dtype(t) for t in ("float32", "float64", "float16", "int8", "uint8", "int32", "int64")}
 
 
@@ -65,6 +70,9 @@ class Hierarchy:
 
         (grid, self.nhosts, self.local) = placement(hosts)
         host, local = grid[comm.rank]
+        self.piece_bytes = int(os.environ.get("PYCOMM_HIERARCHY_PIECE_BYTES", PIECE_BYTES))
+        if self.piece_bytes < 1:
+            raise ValueError(f"PYCOMM_HIERARCHY_PIECE_BYTES must be positive, got {self.piece_bytes}")
         kw = {"timeout": comm._timeout, "options": {"flat": True}}
         self.intra = Communicator(local, self.local, comm._store, name=f"{comm.name}/host{host}", **kw)
         self.inter = Communicator(host, self.nhosts, comm._store, name=f"{comm.name}/slice{local}", **kw)
@@ -72,15 +80,39 @@ class Hierarchy:
                        f"(inside hosts over {self.intra.transport}, across over {self.inter.transport})")
 
     def allreduce(self, x, out, op, timeout):
-        """out = the reduction of x over all ranks (numpy arrays that suitable() accepted)."""
+        """out = the reduction of x over all ranks (numpy arrays that suitable() accepted).
+
+        In pieces, pipelined: while the host link carries piece k across
+        hosts, shared memory reduces piece k+1 or gathers piece k-1 (the two
+        communicators run their ops on their own threads), so the link does
+        not idle through the steps inside the host. Every rank submits the
+        same ops in the same order to each communicator."""
         count = x.size
-        per = -(-count // self.local)
-        buf = np.zeros(per * self.local, x.dtype)  # padded to whole slices
-        buf[:count] = x.reshape(-1)
-        part = self.intra.reduce_scatter(buf, op=op, timeout=timeout)
-        self.inter.allreduce(part, op=op, timeout=timeout)
-        self.intra.allgather(part, out=buf, timeout=timeout)
-        out.reshape(-1)[...] = buf[:count]
+        per = -(-count // self.local)  # elements per local rank, padded
+        padded = per * self.local != count
+        if not padded:  # whole slices: straight from x into out
+            src, buf = x.reshape(-1), out.reshape(-1)
+        else:
+            src = buf = np.zeros(per * self.local, x.dtype)
+            buf[:count] = x.reshape(-1)
+        pieces = max(1, min(PIECES_MAX, per * x.itemsize // self.piece_bytes))
+        bounds = [per * k // pieces for k in range(pieces + 1)]
+        spans = [(self.local * a, self.local * b) for a, b in zip(bounds, bounds[1:])]
+        parts = [np.empty(b - a, x.dtype) for a, b in zip(bounds, bounds[1:])]
+        kw = {"op": op, "timeout": timeout, "async_op": True}
+        scattered = [self.intra.reduce_scatter(src[a:b], out=p, **kw) for (a, b), p in zip(spans, parts)]
+        across = []
+        for work, p in zip(scattered, parts):
+            work.wait()
+            across.append(self.inter.allreduce(p, **kw))
+        gathered = []
+        for work, (a, b), p in zip(across, spans, parts):
+            work.wait()
+            gathered.append(self.intra.allgather(p, out=buf[a:b], timeout=timeout, async_op=True))
+        for work in gathered:
+            work.wait()
+        if padded:
+            out.reshape(-1)[...] = buf[:count]
         return out
 
     def close(self):

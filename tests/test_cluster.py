@@ -1,6 +1,7 @@
 """Every collective and the compressed allreduce across 3 emulated hosts x 2
 ranks (network namespaces joined by a bridge, bench/cluster.py): TCP between
-the hosts, checked against numpy on every rank. Runs where root and `ip
+the hosts, checked against numpy on every rank; and the mpirun programs on
+2 hosts launched by Open MPI. Runs where root and `ip
 netns` are available (CI), skipped with the reason elsewhere."""
 import os
 import sys
@@ -30,7 +31,9 @@ def run(program, *args, env=None):
 
 def test_collectives_across_hosts_hierarchical():
     # 3 hosts x 2 ranks: allreduce goes hierarchical (shm inside, TCP across), and says so.
-    text = run("collectives.py", "0,1,7,1001,65537", env={"PYCOMM_DEBUG": "INFO"})
+    # Small pipeline pieces: 65537 elements run as 16 pieces, 1001 as a few.
+    text = run("collectives.py", "0,1,7,1001,65537",
+               env={"PYCOMM_DEBUG": "INFO", "PYCOMM_HIERARCHY_PIECE_BYTES": "1024"})
     assert "collectives ok on 6 ranks over tcp" in text
     assert "allreduce: hierarchical, 3 hosts x 2 ranks (inside hosts over shm, across over tcp)" in text
 
@@ -49,4 +52,26 @@ def test_cleanup_on_failure():
         with cluster.Cluster(hosts=2) as c:
             made = list(c.made)
             raise RuntimeError("boom")
+    assert not set(os.popen("ip netns list").read().split()) & set(made)
+
+
+@pytest.mark.skipif(cluster.shutil.which("mpirun") is None, reason="mpirun is not on PATH")
+@pytest.mark.parametrize("transport", ["auto", "mpi"])
+def test_mpirun_across_hosts(transport, monkeypatch):
+    # Open MPI launched across 2 emulated hosts (its daemons started through
+    # the namespace-entering agent): from_mpi over pycomm's TCP, or over MPI
+    # point-to-point riding Open MPI's TCP transport.
+    if transport == "mpi":
+        from pycomm.mpi import transport_available
+
+        ok, why = transport_available()
+        if not ok:
+            pytest.skip(why)
+    monkeypatch.setenv("PYCOMM_TRANSPORT", transport)  # the cluster passes PYCOMM_* on to every rank
+    with cluster.Cluster(hosts=2) as c:
+        proc = c.mpirun(1, [os.path.join(HERE, "mpi", "collectives.py")], timeout=300)
+        made = list(c.made)
+    want = "tcp" if transport == "auto" else "mpi"
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert f"mpi collectives ok on 2 ranks over {want}" in proc.stdout, proc.stdout[-3000:]
     assert not set(os.popen("ip netns list").read().split()) & set(made)
