@@ -1,5 +1,7 @@
 #include "mpi_transport.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <random>
 #include <chrono>
@@ -247,10 +249,13 @@ void MpiTransport::poll_abort() { check_abort(); }
 
 void MpiTransport::wait(const WaitItem* items, size_t n, const Deadline& deadline) {
   // MPI has no wait with a deadline that also watches for aborts, and its
-  // progress engine runs only inside MPI calls: poll, spinning first, then
-  // sleeping in growing steps up to 0.5 ms.
-  auto start = std::chrono::steady_clock::now();
-  auto nap = std::chrono::microseconds(5);
+  // progress engine runs only inside MPI calls: poll. Spin first; then yield
+  // the CPU between polls (a peer on this host may need it), as MPI itself
+  // does with mpi_yield_when_idle; a wait that lasts beyond 10 ms (a peer
+  // that is not there yet) sleeps between polls, up to 0.2 ms.
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto nap = std::chrono::microseconds(10);
   for (unsigned round = 0;; ++round) {
     // A wildcard probe drives every MPI channel: costly next to a test of
     // our own requests, so aborts are looked for on every 64th round only.
@@ -258,9 +263,14 @@ void MpiTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
     for (size_t i = 0; i < n; ++i)
       if (items[i].send ? send_room(items[i].peer) : ready_message(items[i].peer) != nullptr) return;
     if (deadline.expired()) throw_error(ErrorKind::kTimeout, describe_wait(rank_, items, n, deadline));
-    if (std::chrono::steady_clock::now() - start < std::chrono::microseconds(spin_us_)) continue;
-    std::this_thread::sleep_for(nap);  // frees the CPU a peer on this host may need
-    nap = std::min(nap * 2, std::chrono::microseconds(500));
+    const auto waited = Clock::now() - start;
+    if (waited < std::chrono::microseconds(spin_us_)) continue;
+    if (waited < std::chrono::milliseconds(10)) {
+      sched_yield();
+      continue;
+    }
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, std::chrono::microseconds(200));
   }
 }
 
