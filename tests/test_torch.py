@@ -74,14 +74,19 @@ def test_ddp_matches_gloo_and_hooks(n, steps):
 
 # A fixed subset of torch's own DistributedTest suite (tests/torch/conformance.py;
 # all of it: tests/torch/run_all.sh, results in tests/torch/CONFORMANCE.md).
+# The second set runs with the suite selecting tests as for gloo (PYCOMM_AS_GLOO=1).
 CONFORMANCE_SUBSET = ["test_all_reduce_sum_async", "test_send_recv_any_source", "test_DistributedDataParallelCPU"]
+CONFORMANCE_AS_GLOO = ["test_accumulate_gradients_no_sync_allreduce_hook", "test_sparse_all_reduce_sum",
+                       "test_barrier_timeout_full_group"]
 
 
-def test_torch_conformance_subset():
+@pytest.mark.parametrize("as_gloo", [False, True], ids=["as-pycomm", "as-gloo"])
+def test_torch_conformance_subset(as_gloo):
     pytest.importorskip("expecttest")  # torch's test utilities import it (the "test" extra installs it)
     here = os.path.dirname(os.path.abspath(__file__))
-    ids = [f"{here}/torch/conformance.py::TestPycommBackend::{name}" for name in CONFORMANCE_SUBSET]
-    env = dict(os.environ, BACKEND="pycomm", WORLD_SIZE="2")
+    names = CONFORMANCE_AS_GLOO if as_gloo else CONFORMANCE_SUBSET
+    ids = [f"{here}/torch/conformance.py::TestPycommBackend::{name}" for name in names]
+    env = dict(os.environ, BACKEND="pycomm", WORLD_SIZE="2", PYCOMM_AS_GLOO="1" if as_gloo else "0")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids],
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"

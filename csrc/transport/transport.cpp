@@ -18,7 +18,7 @@ std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadl
     if (!what.empty()) what += " or ";
     what += strprintf(items[i].send ? "room toward rank %d" : "data from rank %d", items[i].peer);
   }
-  return strprintf("rank %d: timed out after %.3g s waiting for %s", rank, deadline.seconds(),
+  return strprintf("rank %d: timeout after %.3g s waiting for %s", rank, deadline.seconds(),
                    what.c_str());
 }
 

@@ -90,7 +90,8 @@ class Transport {
 // CPU), far more than a small collective.
 int spin_budget_us(int requested, int local_ranks);
 
-// "rank 1: timed out after 30 s waiting for data from rank 0 or room toward rank 2"
+// "rank 1: timeout after 30 s waiting for data from rank 0 or room toward rank 2"
+// (" timeout " as gloo's messages have it: torch's tests match on it)
 std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadline& deadline);
 
 }  // namespace pycomm

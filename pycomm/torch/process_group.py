@@ -7,7 +7,9 @@ forms), broadcast, barrier. Composed from those (correct, not
 bandwidth-optimal): reduce = allreduce kept at the root; gather = allgather
 kept at the root; scatter = broadcast of the root's concatenation;
 all_to_all = allgather of every rank's (padded) input, each rank keeping its
-pieces; send/recv go through the group's c10d store (see p2p.py).
+pieces; all_reduce SUM of a sparse COO tensor = allgathers of its indices and
+values, coalesced, as gloo does it; send/recv go through the group's c10d
+store (see p2p.py).
 
 Ops run to completion on the calling thread (pycomm's cheapest path) and
 return a completed Work; errors raised by pycomm surface from `wait()` and
@@ -169,7 +171,8 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                 code = op_code(_op(opts))
         if len(tensors) == 1:
             t = tensors[0]
-            if t.dtype in _NATIVE and t.is_contiguous() and not t.is_cuda and not t.requires_grad:
+            if (t.layout == torch.strided and t.dtype in _NATIVE and t.is_contiguous() and not t.is_cuda
+                    and not t.requires_grad):
                 # Straight to the native core (what Communicator.allreduce does for host buffers).
                 comm = self.comm
                 try:
@@ -182,9 +185,37 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def _allreduce_list(self, tensors, op):
         for t in tensors:
+            if t.layout == torch.sparse_coo:
+                t.copy_(self._sparse_sum(t, op))
+                continue
             c = _reducible(t, op)
             self.comm.allreduce(c, _native_op(t, op))
             _write_back(t, c)
+
+    def _sparse_sum(self, t, op):
+        """The sum of a sparse COO tensor over the group, as gloo computes it:
+        every rank's (indices, values) gathered in rank order and coalesced
+        (duplicate indices summed), so every rank gets the same tensor."""
+        if op != "sum":
+            raise ValueError(f"pycomm: sparse all_reduce supports SUM only, not {op.upper()}")
+        t = t.detach().coalesce()
+        idx, vals = t.indices().contiguous(), t.values().contiguous()
+        counts = torch.empty(self._size, dtype=torch.int64)
+        self.comm.allgather(torch.tensor([idx.shape[1]], dtype=torch.int64), out=counts)
+        most = int(counts.max())
+        # Padded to the largest count: allgather moves equal blocks.
+        pad_idx = torch.zeros((idx.shape[0], most), dtype=torch.int64)
+        pad_idx[:, :idx.shape[1]] = idx
+        pad_vals = torch.zeros((most, *vals.shape[1:]), dtype=vals.dtype)
+        pad_vals[:vals.shape[0]] = vals
+        all_idx = torch.empty((self._size, *pad_idx.shape), dtype=torch.int64)
+        all_vals = torch.empty((self._size, *pad_vals.shape), dtype=vals.dtype)
+        self.comm.allgather(pad_idx.reshape(-1), out=all_idx.reshape(-1))
+        self.comm.allgather(_movable(pad_vals).reshape(-1), out=_movable(all_vals).reshape(-1))
+        keep = [int(n) for n in counts]
+        idx = torch.cat([all_idx[r, :, :n] for r, n in enumerate(keep)], dim=1)
+        vals = torch.cat([all_vals[r, :n] for r, n in enumerate(keep)])
+        return torch.sparse_coo_tensor(idx, vals, t.shape).coalesce()
 
     def allreduce_coalesced(self, tensors, opts=None):
         op = "sum" if opts is None else _op(opts)

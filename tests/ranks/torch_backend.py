@@ -68,6 +68,28 @@ def reductions(r, n):
     o = torch.empty(2, dtype=torch.int64)
     dist.reduce_scatter(o, [full(i + r, 2, torch.int64) for i in range(n)], op=R.MAX)
     check(o, full(r + n - 1, 2, torch.int64), "reduce_scatter list MAX")
+    sparse(r, n)
+
+
+def sparse(r, n):
+    # Sparse COO SUM (as gloo): a different number of entries on every rank,
+    # none on rank 1, overlapping indices, and a dense trailing dimension.
+    def rank_tensor(q):
+        k = 0 if q == 1 else q + 2
+        idx = torch.tensor([[(3 * j + q) % 7 for j in range(k)], [j % 2 for j in range(k)]], dtype=torch.int64)
+        vals = torch.arange(k * 3, dtype=torch.float64).reshape(k, 3) + q
+        return torch.sparse_coo_tensor(idx.reshape(2, k), vals, (7, 2, 3))
+    x = rank_tensor(r)
+    dist.all_reduce(x)
+    want = sum(rank_tensor(q).to_dense() for q in range(n))
+    assert x.is_sparse, "sparse all_reduce must leave a sparse tensor"
+    check(x.to_dense(), want, "sparse all_reduce")
+    try:
+        dist.all_reduce(rank_tensor(r), op=R.MAX)
+    except ValueError as e:
+        assert "SUM only" in str(e), e
+    else:
+        raise AssertionError("sparse all_reduce MAX must raise")
 
 
 def movement(r, n):
