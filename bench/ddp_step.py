@@ -2,11 +2,14 @@
 and pycomm with its int8 / bf16 comm hooks.
 
     python -m pycomm.launch -n 2 bench/ddp_step.py [--width 2048 --layers 6 --batch 8 --steps 10]
+    python -m pycomm.launch -n 2 bench/ddp_step.py --model embedding   # communication-bound
 
 Each rank trains an MLP of `layers` square Linear layers (6 x 2048^2 = 25M
-parameters by default) on random data; the step (forward, backward with DDP's
-gradient allreduce, SGD) is timed per rank, and rank 0 prints the median over
-steps of the slowest rank's time per configuration.
+parameters by default), or with --model embedding an EmbeddingBag of `rows`
+x `width` (12288 x 2048 = 25M) and one Linear, on random data; the step
+(forward, backward with DDP's gradient allreduce, SGD) is timed per rank,
+and rank 0 prints the median over steps of the slowest rank's time per
+configuration.
 """
 import argparse
 import time
@@ -19,17 +22,28 @@ import pycomm.torch  # noqa: F401  registers "pycomm"
 from pycomm.torch import hooks
 
 
-def step_times(group, args, hook=None, state=None):
-    torch.manual_seed(0)
+def build(args):
+    """(model, input). mlp: `layers` square Linear layers, compute grows with
+    the parameters. embedding: an EmbeddingBag of `rows` x `width` (dense
+    gradients, as DDP sends them) and one Linear: about as many parameters
+    and almost no compute, so the step is the gradient allreduce."""
+    if args.model == "embedding":
+        model = torch.nn.Sequential(torch.nn.EmbeddingBag(args.rows, args.width, mode="sum"),
+                                    torch.nn.Linear(args.width, 1))
+        return model, torch.randint(0, args.rows, (args.batch, 32))
     layers = []
     for _ in range(args.layers):
         layers += [torch.nn.Linear(args.width, args.width), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers)
-    ddp = DDP(model, process_group=group)
+    return torch.nn.Sequential(*layers), torch.randn(args.batch, args.width)
+
+
+def step_times(group, args, hook=None, state=None):
+    torch.manual_seed(0)
+    model, x = build(args)
+    ddp = DDP(model, process_group=group, gradient_as_bucket_view=args.bucket_view)
     if hook is not None:
         ddp.register_comm_hook(state, hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=1e-3)
-    x = torch.randn(args.batch, args.width)
     times = []
     for i in range(args.warmup + args.steps):
         dist.barrier(group=group)
@@ -45,6 +59,11 @@ def step_times(group, args, hook=None, state=None):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=("mlp", "embedding"), default="mlp")
+    p.add_argument("--rows", type=int, default=12288, help="embedding rows (--model embedding)")
+    p.add_argument("--bucket-view", action="store_true",
+                   help="DDP(gradient_as_bucket_view=True) for every configuration: gradients live in "
+                        "the allreduce buckets, saving two copies of every gradient per step")
     p.add_argument("--width", type=int, default=2048)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--batch", type=int, default=8)
@@ -62,9 +81,11 @@ def main():
         t, nparams = step_times(group, args, hook, state)
         rows.append((name, t))
     if dist.get_rank() == 0:
+        what = (f"EmbeddingBag({args.rows}, {args.width}) + Linear({args.width}, 1)" if args.model == "embedding"
+                else f"{args.layers} x Linear({args.width}, {args.width})")
         print(f"# DDP step, {dist.get_world_size()} ranks, {nparams / 1e6:.1f}M parameters "
-              f"({args.layers} x Linear({args.width}, {args.width})), batch {args.batch}, "
-              f"median of {args.steps} steps, torch {torch.__version__}")
+              f"({what}), batch {args.batch}, median of {args.steps} steps, torch {torch.__version__}"
+              + (", gradient_as_bucket_view" if args.bucket_view else ""))
         base = rows[0][1]
         for name, t in rows:
             print(f"{name:22s} {t * 1e3:9.1f} ms   {base / t:5.2f}x gloo")
