@@ -85,7 +85,11 @@ MpiTransport::MpiTransport(MPI_Comm comm, const MpiOptions& opts)
   MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &has_ub);
   int pairs = (has_ub && tag_ub ? *tag_ub : 32767) / 2 - 1;
   int base = rank_ == 0 ? 2 * static_cast<int>(std::random_device()() % static_cast<unsigned>(pairs)) + 2 : 0;
-  check(MPI_Bcast(&base, 1, MPI_INT, 0, comm_), "MPI_Bcast (tags)", -1);
+  int rc = MPI_Bcast(&base, 1, MPI_INT, 0, comm_);
+  if (rc != MPI_SUCCESS) {
+    MPI_Comm_free(&comm_);  // no destructor runs for a half-made transport
+    check(rc, "MPI_Bcast (tags)", -1);
+  }
   data_tag_ = base;
   abort_tag_ = base + 1;
   spin_us_ = spin_budget_us(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size_);
