@@ -62,7 +62,9 @@ def native_transport(store, opts):
         raise CommError(f"transport 'mpi': pycomm was built against {ours.split(',')[0]!r} but mpi4py "
                         f"uses {theirs.split(',')[0]!r}; rebuild pycomm with that MPI's mpicxx on PATH")
     kw = {k: opts[src] for k, src in (("chunk_bytes", "mpi_chunk_bytes"), ("slots", "mpi_slots"),
-                                     ("spin_us", "spin_us"), ("local_ranks", "local_ranks")) if src in opts}
+                                     ("eager_bytes", "mpi_eager_bytes"), ("channel_bytes", "mpi_channel_bytes"),
+                                     ("spin_us", "spin_us"),
+                                     ("local_ranks", "local_ranks")) if src in opts}
     return native.transport(_handle(comm), **kw)
 
 

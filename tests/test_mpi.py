@@ -19,7 +19,7 @@ if MISSING is None and shutil.which("mpirun") is None:
     MISSING = "mpirun is not on PATH"
 
 
-def mpirun(n, program, timeout=600, transport=None):
+def mpirun(n, program, timeout=600, transport=None, env_extra=None):
     # What an MPI user on this machine types, plus what the machine needs:
     # root (Open MPI refuses it without the flag) and more ranks than cores.
     cmd = ["mpirun", "-n", str(n), "--oversubscribe", "--bind-to", "none"]
@@ -29,6 +29,7 @@ def mpirun(n, program, timeout=600, transport=None):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if transport:
         env["PYCOMM_TRANSPORT"] = transport  # mpirun passes the environment on to local ranks
+    env.update(env_extra or {})
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -63,6 +64,18 @@ def test_mpi_transport_collectives(n):
     if missing:
         pytest.skip(missing)
     check(mpirun(n, "collectives.py", transport="mpi"), f"mpi collectives ok on {n} ranks over mpi")
+
+
+def test_mpi_transport_small_messages():
+    # Tiny stream messages and payload-channel messages, few slots: every
+    # payload is cut into many messages, frames carry inline prefixes, the
+    # slots wrap, and the broadcast chain (3 ranks) forwards message by message.
+    missing = mpi_transport_missing()
+    if missing:
+        pytest.skip(missing)
+    knobs = {"PYCOMM_MPI_CHUNK_BYTES": "4096", "PYCOMM_MPI_SLOTS": "2", "PYCOMM_MPI_EAGER_BYTES": "256",
+             "PYCOMM_MPI_CHANNEL_BYTES": "1000"}
+    check(mpirun(3, "collectives.py", transport="mpi", env_extra=knobs), "mpi collectives ok on 3 ranks over mpi")
 
 
 def test_mpi_transport_errors():

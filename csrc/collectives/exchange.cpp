@@ -22,7 +22,6 @@ struct Frame {
   uint8_t reserved[20];
 };
 static_assert(sizeof(Frame) == 64, "frames keep shm messages 64-byte aligned");
-constexpr size_t kInlineBytes = 1024;  // payloads this small are sent with their frame
 
 Frame make_frame(const OpStamp& s, int src, size_t payload) {
   Frame f{};
@@ -125,11 +124,15 @@ bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
   size_t limit = s.ready ? std::min(*s.ready, s.bytes) : s.bytes;
   if (s.frame_sent < sizeof(Frame)) {
     // The frame goes whole into shared memory; a socket may take part of it.
-    // A small payload rides in the same call: one segment on the wire, not two.
-    uint8_t buf[sizeof(Frame) + kInlineBytes];
+    // The payload's first bytes ride in the same call: a small payload then
+    // makes one message on the wire, not two. (The payload channel takes a
+    // payload whole.)
+    const size_t inline_max = tr.inline_max();
+    frame_buf_.resize(sizeof(Frame) + inline_max);
+    uint8_t* buf = frame_buf_.data();
     Frame f = make_frame(stamp, rank(), s.bytes);
     std::memcpy(buf, &f, sizeof(f));
-    size_t inline_bytes = s.frame_sent == 0 && limit == s.bytes && s.bytes <= kInlineBytes ? s.bytes : 0;
+    size_t inline_bytes = s.frame_sent == 0 && s.bytes < tr.payload_min() ? std::min(limit, inline_max) : 0;
     if (inline_bytes) std::memcpy(buf + sizeof(f), s.data, inline_bytes);
     size_t want = sizeof(f) - s.frame_sent + inline_bytes;
     size_t n = tr.try_send(s.peer, buf + s.frame_sent, want, want);
@@ -142,13 +145,24 @@ bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
       return moved;
     }
   }
+  const bool channel = s.bytes >= tr.payload_min();
   if (s.done < limit) {
-    size_t n = tr.try_send(s.peer, s.data + s.done, std::min(limit - s.done, tuning.slice_bytes), granule());
+    size_t n = channel ? tr.send_payload(s.peer, s.data, s.bytes, s.done, limit) - s.done
+                       : tr.try_send(s.peer, s.data + s.done, std::min(limit - s.done, tuning.slice_bytes),
+                                     granule());
     s.done += n;
     moved |= n > 0;
-    if (s.done < limit) waits.push_back({s.peer, true, std::min(limit - s.done, tuning.slice_bytes)});
+    // The channel sends whole messages only: short of one, a forwarding
+    // send waits on the receive that feeds it, which is in this exchange.
+    if (s.done < limit && (!channel || limit == s.bytes))
+      waits.push_back({s.peer, true, std::min(limit - s.done, tuning.slice_bytes), channel});
   }
   if (s.done == s.bytes && !s.ended) {
+    // The payload channel reads the caller's buffer until the peer has it.
+    if (channel && !tr.payload_sent(s.peer)) {
+      waits.push_back({s.peer, true, 0, true});
+      return moved;
+    }
     tr.end_send(s.peer);
     s.ended = true;
   }
@@ -167,9 +181,16 @@ bool OpContext::progress_recv(RecvSpec& r, std::vector<WaitItem>& waits) {
     tr.consume(r.peer, sizeof(Frame));
     r.framed = moved = true;
   }
+  const bool channel = r.bytes >= tr.payload_min();
   while (r.done < r.bytes) {
     size_t want = r.bytes - r.done, n;
-    if (!r.sink.own) {
+    if (channel) {  // copies land in place; reductions read the transport's memory
+      Span sp = tr.recv_payload(r.peer, r.sink.own ? nullptr : r.sink.dst, r.bytes, r.done);
+      n = sp.size;
+      if (n && r.sink.own)
+        kernels::reduce(r.sink.dst + r.done, r.sink.own + r.done, sp.data, n / elem(), stamp.dtype, stamp.op);
+      if (n) tr.consume_payload(r.peer, n);
+    } else if (!r.sink.own) {
       n = tr.try_recv_into(r.peer, r.sink.dst + r.done, want, 1);
     } else {  // fused receive-reduce straight out of the transport's buffer
       Span sp = tr.peek(r.peer);
@@ -181,7 +202,7 @@ bool OpContext::progress_recv(RecvSpec& r, std::vector<WaitItem>& waits) {
       }
     }
     if (n == 0) {
-      waits.push_back({r.peer, false, std::min(want, elem())});
+      waits.push_back({r.peer, false, std::min(want, elem()), channel});
       break;
     }
     r.done += n;
@@ -195,6 +216,15 @@ bool OpContext::progress_recv(RecvSpec& r, std::vector<WaitItem>& waits) {
 }
 
 void OpContext::exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs) {
+  try {
+    run_exchange(sends, nsends, recvs, nrecvs);
+  } catch (...) {
+    tr.drop_payloads();  // the caller's buffers are about to be given back
+    throw;
+  }
+}
+
+void OpContext::run_exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs) {
   std::vector<WaitItem> waits;
   waits.reserve(nsends + nrecvs);
   for (;;) {

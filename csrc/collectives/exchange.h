@@ -129,9 +129,12 @@ class OpContext {
   PeerProgress* progress;
 
  private:
+  void run_exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs);
   bool progress_send(SendSpec& s, std::vector<WaitItem>& waits);
   bool progress_recv(RecvSpec& r, std::vector<WaitItem>& waits);
   void check_frame(const uint8_t* frame, const RecvSpec& r);
+
+  std::vector<uint8_t> frame_buf_;  // a frame and its inline payload
 };
 
 }  // namespace pycomm

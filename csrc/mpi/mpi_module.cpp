@@ -36,10 +36,13 @@ PYBIND11_MODULE(_mpi, m) {
   }, "MPI_Get_library_version() of the MPI this module was built against");
   m.def(
       "transport",
-      [](uintptr_t comm, size_t chunk_bytes, int slots, int spin_us, int local_ranks) {
+      [](uintptr_t comm, size_t chunk_bytes, int slots, size_t eager_bytes, size_t channel_bytes, int spin_us,
+         int local_ranks) {
         pycomm::MpiOptions o;
         o.chunk_bytes = chunk_bytes;
         o.slots = slots;
+        o.eager_bytes = eager_bytes;
+        o.channel_bytes = channel_bytes;
         o.spin_us = spin_us;
         o.local_ranks = local_ranks;
         std::unique_ptr<pycomm::Transport> t;
@@ -50,6 +53,8 @@ PYBIND11_MODULE(_mpi, m) {
         return pycomm::wrap_transport(std::move(t));
       },
       py::arg("comm_handle"), py::arg("chunk_bytes") = pycomm::MpiOptions().chunk_bytes,
-      py::arg("slots") = pycomm::MpiOptions().slots, py::arg("spin_us") = -1, py::arg("local_ranks") = 0,
+      py::arg("slots") = pycomm::MpiOptions().slots, py::arg("eager_bytes") = pycomm::MpiOptions().eager_bytes,
+      py::arg("channel_bytes") = pycomm::MpiOptions().channel_bytes,
+      py::arg("spin_us") = -1, py::arg("local_ranks") = 0,
       "A transport over a duplicate of the MPI communicator whose C handle is comm_handle (collective)");
 }

@@ -69,10 +69,16 @@ MPI_Comm usable(MPI_Comm comm) {
 
 MpiTransport::MpiTransport(MPI_Comm comm, const MpiOptions& opts)
     : Transport(comm_rank(usable(comm)), comm_size(comm)), opts_(opts) {
-  if (opts_.chunk_bytes < 4096 || opts_.chunk_bytes > (1u << 30) || opts_.slots < 1)
+  if (opts_.chunk_bytes < 4096 || opts_.chunk_bytes > (1u << 30) || opts_.chunk_bytes % 64 || opts_.slots < 1)
     throw_error(ErrorKind::kValue,
-                strprintf("MPI transport: need 4096 <= chunk_bytes <= 1 GiB and slots >= 1, got %zu and %d",
+                strprintf("MPI transport: need chunk_bytes a multiple of 64 from 4096 to 1 GiB and slots >= 1, "
+                          "got %zu and %d",
                           opts_.chunk_bytes, opts_.slots));
+  // A stream message holds a frame (64 bytes) and some payload.
+  if (opts_.eager_bytes < 128 || opts_.eager_bytes > std::min<size_t>(opts_.chunk_bytes, 64 << 10))
+    throw_error(ErrorKind::kValue,
+                strprintf("MPI transport: need 128 <= eager_bytes <= min(chunk_bytes, 64 KiB), got %zu",
+                          opts_.eager_bytes));
   check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup", -1);
   // Errors come back as codes pycomm turns into exceptions naming the peer,
   // instead of MPI's default of aborting the job.
@@ -83,46 +89,78 @@ MpiTransport::MpiTransport(MPI_Comm comm, const MpiOptions& opts)
   int* tag_ub = nullptr;
   int has_ub = 0;
   MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &has_ub);
-  int pairs = (has_ub && tag_ub ? *tag_ub : 32767) / 2 - 1;
-  int base = rank_ == 0 ? 2 * static_cast<int>(std::random_device()() % static_cast<unsigned>(pairs)) + 2 : 0;
-  int rc = MPI_Bcast(&base, 1, MPI_INT, 0, comm_);
-  if (rc != MPI_SUCCESS) {
-    MPI_Comm_free(&comm_);  // no destructor runs for a half-made transport
-    check(rc, "MPI_Bcast (tags)", -1);
+  int triples = (has_ub && tag_ub ? *tag_ub : 32767) / 3 - 1;
+  // One collective agrees on the tags (rank 0's draw) and checks that every
+  // rank cuts messages alike: a receive posted for a smaller message than the
+  // peer sends fails, and Open MPI may write past its end first.
+  const std::pair<const char*, size_t> knobs[] = {{"PYCOMM_MPI_CHUNK_BYTES", opts_.chunk_bytes},
+                                                  {"PYCOMM_MPI_EAGER_BYTES", opts_.eager_bytes},
+                                                  {"PYCOMM_MPI_CHANNEL_BYTES", opts_.channel_bytes}};
+  long long agreed[7] = {rank_ == 0 ? 3 * static_cast<long long>(std::random_device()() % static_cast<unsigned>(triples)) + 3 : 0};
+  for (int i = 0; i < 3; ++i) {  // max and -min of each
+    agreed[1 + 2 * i] = static_cast<long long>(knobs[i].second);
+    agreed[2 + 2 * i] = -agreed[1 + 2 * i];
   }
+  int rc = MPI_Allreduce(MPI_IN_PLACE, agreed, 7, MPI_LONG_LONG, MPI_MAX, comm_);
+  int differ = -1;
+  for (int i = 0; i < 3 && rc == MPI_SUCCESS && differ < 0; ++i)
+    if (agreed[1 + 2 * i] != -agreed[2 + 2 * i]) differ = i;
+  if (rc != MPI_SUCCESS || differ >= 0) {
+    MPI_Comm_free(&comm_);  // no destructor runs for a half-made transport
+    check(rc, "MPI_Allreduce (setup)", -1);
+    throw_error(ErrorKind::kValue, strprintf("MPI transport: the ranks set %s differently (from %lld to %lld); it "
+                                             "must be the same on every rank",
+                                             knobs[differ].first, -agreed[2 + 2 * differ], agreed[1 + 2 * differ]));
+  }
+  const int base = static_cast<int>(agreed[0]);
   data_tag_ = base;
   abort_tag_ = base + 1;
+  payload_tag_ = base + 2;
   spin_us_ = spin_budget_us(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size_);
   links_.resize(size_);
 }
+
+namespace {
+
+// Waits up to `until` for a request to complete; one still pending then is
+// freed and MPI completes it in the background. Returns whether it completed.
+bool settle(MPI_Request& req, std::chrono::steady_clock::time_point until) {
+  int done = 0;
+  while (req != MPI_REQUEST_NULL && MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();
+  if (req == MPI_REQUEST_NULL) return true;
+  MPI_Request_free(&req);
+  return false;
+}
+
+void cancel(MPI_Request& req) {
+  if (req == MPI_REQUEST_NULL) return;
+  MPI_Cancel(&req);
+  settle(req, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+}
+
+}  // namespace
 
 MpiTransport::~MpiTransport() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;  // MPI is gone and will not touch the buffers again
-  // Receives still posted are cancelled; sends get a moment to complete (the
-  // peer has read them if it finished its op); one still pending then keeps
-  // its buffer forever, since MPI may yet read it.
+  if (failed_) drain();  // what failed exchanges left
+  for (Link& l : links_)
+    for (Posted& p : l.in) cancel(p.req);
+  // Stream receives still posted are cancelled; sends get a moment to
+  // complete (the peer has read them if it finished its op); a buffer whose
+  // send is still pending then is kept forever, since MPI may yet read it.
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-  auto settle = [&](MPI_Request& req, auto release) {
-    int done = 0;
-    while (req != MPI_REQUEST_NULL && MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done &&
-           std::chrono::steady_clock::now() < until)
-      std::this_thread::yield();
-    if (req != MPI_REQUEST_NULL) {
-      MPI_Request_free(&req);
-      release();
-    }
-  };
   for (Link& l : links_) {
-    for (Slot& s : l.recv)
-      if (s.req != MPI_REQUEST_NULL) {
-        MPI_Cancel(&s.req);
-        MPI_Wait(&s.req, MPI_STATUS_IGNORE);
-      }
-    for (Slot& s : l.send) settle(s.req, [&] { (void)s.buf.release(); });
+    for (MPI_Request& req : l.out.req) settle(req, until);  // none after a finished exchange
+    for (Slot& s : l.recv) cancel(s.req);
+    for (size_t i = 0; i < l.send_buf.size(); ++i)
+      if (!settle(l.send.req[i], until)) (void)l.send_buf[i].release();
   }
-  for (auto& sent : sent_aborts_) settle(sent.second, [&] { (void)sent.first.release(); });
+  for (auto& sent : sent_aborts_)
+    if (!settle(sent.second, until)) (void)sent.first.release();
   MPI_Comm_free(&comm_);
 }
 
@@ -133,41 +171,46 @@ void MpiTransport::check(int rc, const char* what, int peer) const {
                                                      mpi_error(rc).c_str()));
 }
 
+size_t MpiTransport::reap(Sends& s, int peer) {
+  while (s.busy > 0) {
+    int done = 0;
+    check(MPI_Test(&s.req[s.first], &done, MPI_STATUS_IGNORE), "MPI_Test (send)", peer);
+    if (!done) break;
+    s.first = (s.first + 1) % s.req.size();
+    --s.busy;
+  }
+  return s.busy;
+}
+
 bool MpiTransport::send_room(int peer) {
   Link& l = links_[peer];
-  if (l.send.empty()) {
-    l.send.resize(opts_.slots);
-    for (Slot& s : l.send) s.buf.reset(new uint8_t[opts_.chunk_bytes]);
+  if (l.send_buf.empty()) {
+    l.send.req.assign(opts_.slots, MPI_REQUEST_NULL);
+    l.send_buf.resize(opts_.slots);
+    for (auto& b : l.send_buf) b.reset(new uint8_t[opts_.eager_bytes]);
   }
-  // Sends complete in any order; reaping the oldest first is enough.
-  while (l.send_busy > 0) {
-    int done = 0;
-    check(MPI_Test(&l.send[l.send_first].req, &done, MPI_STATUS_IGNORE), "MPI_Test (send)", peer);
-    if (!done) break;
-    l.send_first = (l.send_first + 1) % l.send.size();
-    --l.send_busy;
-  }
-  return l.send_busy < l.send.size();
+  return reap(l.send, peer) < l.send.req.size();
 }
 
 size_t MpiTransport::try_send(int peer, const void* data, size_t n, size_t granule) {
   if (n == 0 || !send_room(peer)) return 0;
-  if (granule > opts_.chunk_bytes)
-    throw_error(ErrorKind::kComm, strprintf("rank %d: MPI transport: a %zu-byte unit exceeds chunk_bytes (%zu)",
-                                            rank_, granule, opts_.chunk_bytes));
-  size_t take = std::min(n, opts_.chunk_bytes);
+  if (granule > opts_.eager_bytes)
+    throw_error(ErrorKind::kComm, strprintf("rank %d: MPI transport: a %zu-byte unit exceeds eager_bytes (%zu)",
+                                            rank_, granule, opts_.eager_bytes));
+  size_t take = std::min(n, opts_.eager_bytes);
   if (take < n) take -= take % granule;
   Link& l = links_[peer];
-  Slot& s = l.send[(l.send_first + l.send_busy) % l.send.size()];
-  std::memcpy(s.buf.get(), data, take);
-  check(MPI_Isend(s.buf.get(), static_cast<int>(take), MPI_BYTE, peer, data_tag_, comm_, &s.req), "MPI_Isend", peer);
-  ++l.send_busy;
+  const size_t i = l.send.next();
+  std::memcpy(l.send_buf[i].get(), data, take);
+  check(MPI_Isend(l.send_buf[i].get(), static_cast<int>(take), MPI_BYTE, peer, data_tag_, comm_, &l.send.req[i]),
+        "MPI_Isend", peer);
+  ++l.send.busy;
   return take;
 }
 
 void MpiTransport::post_recv(int peer, Slot& s) {
   s.size = s.off = 0;
-  check(MPI_Irecv(s.buf.get(), static_cast<int>(opts_.chunk_bytes), MPI_BYTE, peer, data_tag_, comm_, &s.req),
+  check(MPI_Irecv(s.buf.get(), static_cast<int>(opts_.eager_bytes), MPI_BYTE, peer, data_tag_, comm_, &s.req),
         "MPI_Irecv", peer);
 }
 
@@ -176,7 +219,7 @@ MpiTransport::Slot* MpiTransport::ready_message(int peer) {
   if (!l.recv_posted) {  // first use of this link: post every slot, in order
     l.recv.resize(opts_.slots);
     for (Slot& s : l.recv) {
-      s.buf.reset(new uint8_t[opts_.chunk_bytes]);
+      s.buf.reset(new uint8_t[opts_.eager_bytes]);
       post_recv(peer, s);
     }
     l.recv_posted = true;
@@ -225,6 +268,143 @@ size_t MpiTransport::try_recv_into(int peer, void* dst, size_t n, size_t granule
   return got;
 }
 
+size_t MpiTransport::send_payload(int peer, const uint8_t* data, size_t total, size_t done, size_t ready) {
+  Link& l = links_[peer];
+  if (l.out.req.empty()) l.out.req.assign(opts_.slots, MPI_REQUEST_NULL);
+  reap(l.out, peer);
+  while (done < ready && l.out.busy < l.out.req.size()) {
+    const size_t size = std::min(opts_.chunk_bytes, total - done);
+    if (done + size > ready) break;  // the receiver expects whole messages
+    check(MPI_Isend(data + done, static_cast<int>(size), MPI_BYTE, peer, payload_tag_, comm_,
+                    &l.out.req[l.out.next()]),
+          "MPI_Isend (payload)", peer);
+    ++l.out.busy;
+    done += size;
+  }
+  return done;
+}
+
+bool MpiTransport::payload_sent(int peer) {
+  Link& l = links_[peer];
+  return l.out.req.empty() || reap(l.out, peer) == 0;
+}
+
+Span MpiTransport::recv_payload(int peer, uint8_t* dst, size_t total, size_t done) {
+  Link& l = links_[peer];
+  if (l.in.empty()) l.in.resize(opts_.slots);
+  if (done == 0 && l.in_busy == 0) l.in_posted = 0;  // a new payload
+  while (l.in_busy < l.in.size() && l.in_posted < total) {
+    const size_t i = (l.in_head + l.in_busy) % l.in.size();
+    Posted& p = l.in[i];
+    p.size = std::min(opts_.chunk_bytes, total - l.in_posted);
+    p.off = 0;
+    p.arrived = false;
+    if (dst) {
+      p.at = dst + l.in_posted;
+    } else {
+      if (l.in_slots.empty()) l.in_slots.resize(l.in.size());
+      if (!l.in_slots[i]) l.in_slots[i].reset(new uint8_t[opts_.chunk_bytes]);
+      p.at = l.in_slots[i].get();
+    }
+    check(MPI_Irecv(p.at, static_cast<int>(p.size), MPI_BYTE, peer, payload_tag_, comm_, &p.req),
+          "MPI_Irecv (payload)", peer);
+    ++l.in_busy;
+    l.in_posted += p.size;
+  }
+  Posted* p = payload_arrived(peer);
+  return p ? Span{p->at + p->off, p->size - p->off} : Span{};
+}
+
+MpiTransport::Posted* MpiTransport::payload_arrived(int peer) {
+  Link& l = links_[peer];
+  if (l.in_busy == 0) return nullptr;
+  Posted& p = l.in[l.in_head];
+  if (!p.arrived) {
+    int done = 0;
+    MPI_Status st;
+    check(MPI_Test(&p.req, &done, &st), "MPI_Test (payload)", peer);
+    if (!done) return nullptr;
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    if (static_cast<size_t>(count) != p.size)
+      throw_error(ErrorKind::kComm,
+                  strprintf("rank %d: a payload message of %d bytes from rank %d, expected %zu (do the ranks "
+                            "use different PYCOMM_MPI_CHUNK_BYTES?)",
+                            rank_, count, peer, p.size));
+    p.arrived = true;
+  }
+  return &p;
+}
+
+void MpiTransport::consume_payload(int peer, size_t n) {
+  Link& l = links_[peer];
+  Posted& p = l.in[l.in_head];
+  p.off += n;
+  if (p.off < p.size) return;
+  l.in_head = (l.in_head + 1) % l.in.size();
+  --l.in_busy;
+}
+
+void MpiTransport::drop_payloads() {
+  failed_ = true;
+  // Receives into the caller's memory are cancelled (or, if they already
+  // matched, completed); then the caller's buffers our sends read are kept
+  // until those sends are taken (drain), or given up on.
+  for (Link& l : links_) {
+    for (Posted& p : l.in) cancel(p.req);
+    l.in_head = l.in_busy = l.in_posted = 0;
+  }
+  drain();
+  for (Link& l : links_) {
+    for (MPI_Request& req : l.out.req)
+      if (req != MPI_REQUEST_NULL) MPI_Request_free(&req);
+    l.out.first = l.out.busy = 0;
+  }
+}
+
+void MpiTransport::drain() {
+  // After a failure, messages no receive will take would stay in MPI, and a
+  // context Open MPI reuses for a later communicator while they are there
+  // hangs that communicator's creation. So a failed transport takes and
+  // discards whatever arrives on its tags, and gives its own sends a second
+  // to be taken (a peer that failed with us drains them as we drain its),
+  // then a few milliseconds more for messages still on their way.
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now(), until = start + std::chrono::seconds(1);
+  std::vector<uint8_t> sink;
+  for (;;) {
+    for (int tag : {data_tag_, payload_tag_, abort_tag_}) {
+      int flag = 1;
+      while (flag) {
+        MPI_Message msg;
+        MPI_Status st;
+        if (MPI_Improbe(MPI_ANY_SOURCE, tag, comm_, &flag, &msg, &st) != MPI_SUCCESS) return;
+        if (!flag) break;
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        sink.resize(std::max<size_t>(sink.size(), static_cast<size_t>(count)));
+        if (MPI_Mrecv(sink.data(), count, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;
+      }
+    }
+    bool sending = false;
+    for (int p = 0; p < size_; ++p) {
+      Link& l = links_[p];
+      for (Sends* s : {&l.send, &l.out})
+        if (!s->req.empty() && s->busy) {
+          int done = 0;  // any order: a failed peer takes what it takes
+          for (size_t k = 0; k < s->busy; ++k) {
+            MPI_Request& req = s->req[(s->first + k) % s->req.size()];
+            if (req != MPI_REQUEST_NULL && MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done)
+              sending = true;
+          }
+        }
+    }
+    const auto now = Clock::now();
+    if (now >= until || (!sending && now - start >= std::chrono::milliseconds(5))) return;
+    std::this_thread::yield();
+  }
+}
+
 void MpiTransport::check_abort() {
   if (self_aborted_.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lk(abort_mu_);
@@ -251,6 +431,16 @@ void MpiTransport::check_abort() {
 
 void MpiTransport::poll_abort() { check_abort(); }
 
+bool MpiTransport::ready(const WaitItem& w) {
+  Link& l = links_[w.peer];
+  if (!w.payload) return w.send ? send_room(w.peer) : ready_message(w.peer) != nullptr;
+  if (!w.send) return payload_arrived(w.peer) != nullptr;
+  // Room for a payload message, or (bytes 0) every payload send finished.
+  if (l.out.req.empty()) return true;
+  size_t busy = reap(l.out, w.peer);
+  return w.bytes ? busy < l.out.req.size() : busy == 0;
+}
+
 void MpiTransport::wait(const WaitItem* items, size_t n, const Deadline& deadline) {
   // MPI has no wait with a deadline that also watches for aborts, and its
   // progress engine runs only inside MPI calls: poll. Spin first; then yield
@@ -265,7 +455,7 @@ void MpiTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
     // our own requests, so aborts are looked for on every 64th round only.
     if (round % 64 == 0) check_abort();
     for (size_t i = 0; i < n; ++i)
-      if (items[i].send ? send_room(items[i].peer) : ready_message(items[i].peer) != nullptr) return;
+      if (ready(items[i])) return;
     if (deadline.expired()) throw_error(ErrorKind::kTimeout, describe_wait(rank_, items, n, deadline));
     const auto waited = Clock::now() - start;
     if (waited < std::chrono::microseconds(spin_us_)) continue;

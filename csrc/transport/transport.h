@@ -6,6 +6,12 @@
 // Messages on a link are delimited by end_send()/end_recv(): both sides call
 // them after the same byte count, which lets shared memory keep every message
 // 64-byte aligned (so no element ever straddles the ring's wrap point).
+//
+// A transport may also offer a payload channel: large payloads then travel as
+// messages of their own, sent from the sender's buffer and, when they are to
+// be copied, received straight into the destination, instead of being staged
+// through the byte stream (MPI: one copy between the ranks, as MPI's own
+// collectives make, instead of three).
 #pragma once
 
 #include <cstddef>
@@ -30,6 +36,7 @@ struct WaitItem {
   int peer;
   bool send;
   size_t bytes;
+  bool payload = false;  // on the payload channel (send: a payload send completing)
 };
 
 class Transport {
@@ -65,6 +72,29 @@ class Transport {
   virtual void end_send(int peer) {}
   virtual void end_recv(int peer) {}
 
+  // Payloads this small may ride in the stream with the message's frame.
+  virtual size_t inline_max() const { return 1024; }
+
+  // The payload channel (optional). Payloads of payload_min() bytes or more
+  // use it; their frame still goes through the stream first, so a mismatch
+  // is caught before any payload byte lands. Both sides cut a payload into
+  // the same messages, so each lands where it belongs.
+  virtual size_t payload_min() const { return SIZE_MAX; }
+  // Starts sending bytes [done, ready) of a `total`-byte payload at `data`,
+  // as far as it can now; returns the new `done`. The transport reads `data`
+  // until payload_sent(peer) says it is done with every such buffer.
+  virtual size_t send_payload(int peer, const uint8_t* data, size_t total, size_t done, size_t ready) {
+    no_payload_channel();
+  }
+  virtual bool payload_sent(int peer) { return true; }
+  // The payload's next received bytes from offset `done`: placed at dst +
+  // done when `dst` is given, else in transport memory; empty while none has
+  // arrived. Either way consume_payload() moves past them.
+  virtual Span recv_payload(int peer, uint8_t* dst, size_t total, size_t done) { no_payload_channel(); }
+  virtual void consume_payload(int peer, size_t n) { no_payload_channel(); }
+  // After an exchange failed: stop writing into destinations given above.
+  virtual void drop_payloads() {}
+
   // Blocks until any of `items` may be satisfied. Throws kTimeout at the
   // deadline, kPeerLost when a waited-on peer is gone, and the kind a peer
   // aborted with.
@@ -82,6 +112,12 @@ class Transport {
  protected:
   int rank_;
   int size_;
+
+ private:
+  // Without a payload channel (payload_min() SIZE_MAX) nobody calls it.
+  [[noreturn]] void no_payload_channel() const {
+    throw_error(ErrorKind::kComm, strprintf("the %s transport has no payload channel", name()));
+  }
 };
 
 // How long a blocked rank spins before it sleeps: `requested` if >= 0, else

@@ -5,14 +5,19 @@ Communicator.from_mpi(COMM_WORLD, transport="mpi"):
     mpirun -n 2 python tests/mpi/transport_errors.py
 
 Mismatched collectives raise MismatchError naming the rank, a late rank a
-TimeoutError naming it, comm.abort() unblocks every rank. Exit status
-non-zero on any wrong or missing error (the failing rank aborts the job).
+TimeoutError naming it, comm.abort() unblocks every rank. Two of the MPI
+transport's own: a mismatch while payloads are in flight on its payload
+channel (and a fresh communicator working after it), and ranks that set its
+knobs differently. Exit status non-zero on any wrong or missing error (the
+failing rank aborts the job).
 """
 import os
 import sys
 import traceback
 
 from mpi4py import MPI
+
+import numpy as np
 
 import pycomm
 
@@ -28,12 +33,34 @@ def over_mpi(timeout=20, name=None, **kwargs):
     return comm
 
 
+def mismatch_on_the_channel(comm):
+    # 4 MiB payloads, one rank's a little longer: the frames disagree while
+    # the payload messages behind them are already sent.
+    count = (1 << 20) + (256 if comm.rank == 1 else 0)
+    scenarios.expect(pycomm.MismatchError, lambda: comm.allreduce(np.ones(count, np.float32)), "rank 1")
+    comm.close()
+    fresh = over_mpi(name="after the mismatch")
+    x = np.full(1 << 20, comm.rank + 1, np.float32)
+    assert np.array_equal(fresh.allreduce(x), np.full(1 << 20, comm.size * (comm.size + 1) / 2, np.float32))
+    fresh.close()
+
+
+def knobs_differ(comm):
+    os.environ["PYCOMM_MPI_CHUNK_BYTES"] = str(65536 << comm.rank)
+    try:
+        scenarios.expect(ValueError, over_mpi, "PYCOMM_MPI_CHUNK_BYTES differently")
+    finally:
+        del os.environ["PYCOMM_MPI_CHUNK_BYTES"]
+
+
 def main():
     scenarios.comm_from_env = over_mpi  # the scenarios that make fresh communicators
+    here = {"mismatch_on_the_channel": mismatch_on_the_channel, "knobs_differ": knobs_differ}
     try:
-        for name in ("mismatch", "mismatch_op", "mismatch_kinds", "timeout", "abort", "bad_input"):
+        for name in ("mismatch", "mismatch_op", "mismatch_kinds", "timeout", "abort", "bad_input",
+                     "mismatch_on_the_channel", "knobs_differ"):
             comm = over_mpi(name=name)
-            getattr(scenarios, name)(comm)
+            (here.get(name) or getattr(scenarios, name))(comm)
             comm.close()
             WORLD.Barrier()
             if WORLD.rank == 0:
