@@ -56,6 +56,8 @@ def _cai(x, cai, what):
 
 def describe(x, what="x"):
     """A DeviceBuffer when x lives in GPU memory, else None (host memory)."""
+    if type(x) is np.ndarray:  # the common case, and failed getattr()s cost a microsecond
+        return None
     if getattr(x, "is_cuda", False) and hasattr(x, "data_ptr"):
         return _torch(x, what)
     cai = getattr(x, "__cuda_array_interface__", None)

@@ -11,6 +11,8 @@
 namespace pycomm {
 namespace {
 
+constexpr size_t kMaxAbortReason = 4096;  // bytes of an abort's message sent to peers
+
 
 int comm_rank(MPI_Comm c) {
   int r = -1;
@@ -118,6 +120,15 @@ MpiTransport::MpiTransport(MPI_Comm comm, const MpiOptions& opts)
   payload_tag_ = base + 2;
   spin_us_ = spin_budget_us(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size_);
   links_.resize(size_);
+  // The first peer's abort lands here; testing a posted receive costs less
+  // than probing for one at every op.
+  abort_buf_.resize(sizeof(uint32_t) + kMaxAbortReason);
+  rc = MPI_Irecv(abort_buf_.data(), static_cast<int>(abort_buf_.size()), MPI_BYTE, MPI_ANY_SOURCE, abort_tag_, comm_,
+                 &abort_req_);
+  if (rc != MPI_SUCCESS) {
+    MPI_Comm_free(&comm_);
+    check(rc, "MPI_Irecv (abort)", -1);
+  }
 }
 
 namespace {
@@ -146,6 +157,7 @@ MpiTransport::~MpiTransport() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;  // MPI is gone and will not touch the buffers again
+  cancel(abort_req_);
   if (failed_) drain();  // what failed exchanges left
   for (Link& l : links_)
     for (Posted& p : l.in) cancel(p.req);
@@ -410,23 +422,25 @@ void MpiTransport::check_abort() {
     std::lock_guard<std::mutex> lk(abort_mu_);
     throw CommError(self_abort_kind_, self_abort_reason_, true);
   }
-  int flag = 0;
-  MPI_Status st;
-  // Open MPI's probe looks before it progresses: an abort that has arrived
-  // is seen by the second call, so an op does not start on top of it.
-  for (int i = 0; i < 2 && !flag; ++i)
-    check(MPI_Iprobe(MPI_ANY_SOURCE, abort_tag_, comm_, &flag, &st), "MPI_Iprobe", -1);
-  if (!flag) return;
-  int count = 0;
-  MPI_Get_count(&st, MPI_BYTE, &count);
-  std::string msg(static_cast<size_t>(count), '\0');
-  check(MPI_Recv(msg.data(), count, MPI_BYTE, st.MPI_SOURCE, abort_tag_, comm_, MPI_STATUS_IGNORE), "MPI_Recv (abort)",
-        st.MPI_SOURCE);
-  uint32_t kind = static_cast<uint32_t>(ErrorKind::kAborted);
-  if (msg.size() >= sizeof(kind)) std::memcpy(&kind, msg.data(), sizeof(kind));
-  if (kind > static_cast<uint32_t>(ErrorKind::kType)) kind = static_cast<uint32_t>(ErrorKind::kAborted);
-  throw CommError(static_cast<ErrorKind>(kind), msg.size() > sizeof(kind) ? msg.substr(sizeof(kind)) : "peer aborted",
-                  true);
+  if (!peer_aborted_) {
+    // MPI_Test progresses and looks again: an abort that has arrived is
+    // seen, so an op does not start on top of it.
+    int flag = 0;
+    MPI_Status st;
+    check(MPI_Test(&abort_req_, &flag, &st), "MPI_Test (abort)", -1);
+    if (!flag) return;
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    uint32_t kind = static_cast<uint32_t>(ErrorKind::kAborted);
+    if (count >= static_cast<int>(sizeof(kind))) std::memcpy(&kind, abort_buf_.data(), sizeof(kind));
+    if (kind > static_cast<uint32_t>(ErrorKind::kType)) kind = static_cast<uint32_t>(ErrorKind::kAborted);
+    peer_abort_kind_ = static_cast<ErrorKind>(kind);
+    peer_abort_reason_ = count > static_cast<int>(sizeof(kind))
+                             ? std::string(abort_buf_.data() + sizeof(kind), count - sizeof(kind))
+                             : "peer aborted";
+    peer_aborted_ = true;
+  }
+  throw CommError(peer_abort_kind_, peer_abort_reason_, true);
 }
 
 void MpiTransport::poll_abort() { check_abort(); }
@@ -453,7 +467,7 @@ void MpiTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
   for (unsigned round = 0;; ++round) {
     // A wildcard probe drives every MPI channel: costly next to a test of
     // our own requests, so aborts are looked for on every 64th round only.
-    if (round % 64 == 0) check_abort();
+    if (round % 64 == 63) check_abort();
     for (size_t i = 0; i < n; ++i)
       if (ready(items[i])) return;
     if (deadline.expired()) throw_error(ErrorKind::kTimeout, describe_wait(rank_, items, n, deadline));
@@ -474,7 +488,7 @@ void MpiTransport::abort_peers(ErrorKind kind, const std::string& reason) {
   for (int p = 0; p < size_; ++p) {
     if (p == rank_) continue;
     auto msg = std::make_unique<std::string>(reinterpret_cast<const char*>(&k), sizeof(k));
-    msg->append(reason, 0, 4096);
+    msg->append(reason, 0, kMaxAbortReason);
     MPI_Request req = MPI_REQUEST_NULL;
     if (MPI_Isend(msg->data(), static_cast<int>(msg->size()), MPI_BYTE, p, abort_tag_, comm_, &req) == MPI_SUCCESS)
       sent_aborts_.emplace_back(std::move(msg), req);  // best effort: a failed send is dropped

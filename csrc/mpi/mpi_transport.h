@@ -132,6 +132,11 @@ class MpiTransport final : public Transport {
   // until the destructor, since MPI reads them after abort_peers returns.
   std::mutex abort_mu_;
   std::vector<std::pair<std::unique_ptr<std::string>, MPI_Request>> sent_aborts_;
+  MPI_Request abort_req_ = MPI_REQUEST_NULL;  // a receive for the first peer's abort
+  std::vector<char> abort_buf_;
+  bool peer_aborted_ = false;
+  ErrorKind peer_abort_kind_ = ErrorKind::kAborted;
+  std::string peer_abort_reason_;
   std::atomic<bool> self_aborted_{false};
   ErrorKind self_abort_kind_ = ErrorKind::kAborted;
   std::string self_abort_reason_;
