@@ -78,11 +78,12 @@ def test_mpi_transport_small_messages():
     check(mpirun(3, "collectives.py", transport="mpi", env_extra=knobs), "mpi collectives ok on 3 ranks over mpi")
 
 
-def test_mpi_transport_errors():
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_transport_errors(n):
     missing = mpi_transport_missing()
     if missing:
         pytest.skip(missing)
-    check(mpirun(2, "transport_errors.py"), "mpi transport errors ok on 2 ranks")
+    check(mpirun(n, "transport_errors.py"), f"mpi transport errors ok on {n} ranks")
 
 
 def test_mpi_transport_needs_an_mpi_communicator(tmp_path):

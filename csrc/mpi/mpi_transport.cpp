@@ -158,7 +158,8 @@ MpiTransport::~MpiTransport() {
   MPI_Finalized(&finalized);
   if (finalized) return;  // MPI is gone and will not touch the buffers again
   cancel(abort_req_);
-  if (failed_) drain();  // what failed exchanges left
+  const bool failed = failed_ || peer_aborted_ || self_aborted_.load();
+  if (failed) drain();  // what a failure left
   for (Link& l : links_)
     for (Posted& p : l.in) cancel(p.req);
   // Stream receives still posted are cancelled; sends get a moment to
@@ -173,7 +174,11 @@ MpiTransport::~MpiTransport() {
   }
   for (auto& sent : sent_aborts_)
     if (!settle(sent.second, until)) (void)sent.first.release();
-  MPI_Comm_free(&comm_);
+  // A failed transport's communicator is kept, not freed: a peer's message
+  // still on its way (a failure stops ranks at different points) would land
+  // in the communicator Open MPI next gives the freed context to, and throw
+  // its message ordering out (a later collective then hangs).
+  if (!failed) MPI_Comm_free(&comm_);
 }
 
 void MpiTransport::check(int rc, const char* what, int peer) const {

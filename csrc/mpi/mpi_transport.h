@@ -126,7 +126,7 @@ class MpiTransport final : public Transport {
   MpiOptions opts_;
   int spin_us_ = 0;
   std::vector<Link> links_;  // indexed by rank
-  bool failed_ = false;      // an exchange failed: drain before the communicator is freed
+  bool failed_ = false;      // an exchange failed: drain before the communicator is freed (so do aborts)
 
   // Aborts: a peer's arrives as a message on its own tag; ours stay buffered
   // until the destructor, since MPI reads them after abort_peers returns.

@@ -2,7 +2,7 @@
 the MPI transport, each on a fresh communicator made with
 Communicator.from_mpi(COMM_WORLD, transport="mpi"):
 
-    mpirun -n 2 python tests/mpi/transport_errors.py
+    mpirun -n 2 python tests/mpi/transport_errors.py      # (-n 3: all but timeout and abort)
 
 Mismatched collectives raise MismatchError naming the rank, a late rank a
 TimeoutError naming it, comm.abort() unblocks every rank. Two of the MPI
@@ -57,8 +57,9 @@ def main():
     scenarios.comm_from_env = over_mpi  # the scenarios that make fresh communicators
     here = {"mismatch_on_the_channel": mismatch_on_the_channel, "knobs_differ": knobs_differ}
     try:
-        for name in ("mismatch", "mismatch_op", "mismatch_kinds", "timeout", "abort", "bad_input",
-                     "mismatch_on_the_channel", "knobs_differ"):
+        two_ranks = ("timeout", "abort") if WORLD.size == 2 else ()  # their expectations are for 2 ranks
+        for name in ("mismatch", "mismatch_op", "mismatch_kinds") + two_ranks + (
+                "bad_input", "mismatch_on_the_channel", "knobs_differ"):
             comm = over_mpi(name=name)
             (here.get(name) or getattr(scenarios, name))(comm)
             comm.close()
