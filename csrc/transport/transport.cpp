@@ -16,7 +16,10 @@ std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadl
   std::string what;
   for (size_t i = 0; i < n; ++i) {
     if (!what.empty()) what += " or ";
-    what += strprintf(items[i].send ? "room toward rank %d" : "data from rank %d", items[i].peer);
+    const char* fmt = !items[i].send                         ? "data from rank %d"
+                      : items[i].payload && !items[i].bytes ? "rank %d to take our data"  // a payload's last sends
+                                                            : "room toward rank %d";
+    what += strprintf(fmt, items[i].peer);
   }
   return strprintf("rank %d: timeout after %.3g s waiting for %s", rank, deadline.seconds(),
                    what.c_str());

@@ -36,7 +36,7 @@ struct WaitItem {
   int peer;
   bool send;
   size_t bytes;
-  bool payload = false;  // on the payload channel (send: a payload send completing)
+  bool payload = false;  // on the payload channel; a send with bytes 0 waits for every payload send to finish
 };
 
 class Transport {
