@@ -63,8 +63,7 @@ def native_transport(store, opts):
                         f"uses {theirs.split(',')[0]!r}; rebuild pycomm with that MPI's mpicxx on PATH")
     kw = {k: opts[src] for k, src in (("chunk_bytes", "mpi_chunk_bytes"), ("slots", "mpi_slots"),
                                      ("eager_bytes", "mpi_eager_bytes"), ("channel_bytes", "mpi_channel_bytes"),
-                                     ("spin_us", "spin_us"),
-                                     ("local_ranks", "local_ranks")) if src in opts}
+                                     ("spin_us", "spin_us"), ("local_ranks", "local_ranks")) if src in opts}
     return native.transport(_handle(comm), **kw)
 
 

@@ -72,7 +72,8 @@ class Transport {
   virtual void end_send(int peer) {}
   virtual void end_recv(int peer) {}
 
-  // Payloads this small may ride in the stream with the message's frame.
+  // The most payload bytes that ride in the stream with a message's frame
+  // (a payload this small then makes one message, not two).
   virtual size_t inline_max() const { return 1024; }
 
   // The payload channel (optional). Payloads of payload_min() bytes or more
