@@ -4,13 +4,19 @@
     python -m pycomm.launch -n 2 bench/gpu_allreduce.py [MiB ...]
 
 Prints a markdown table (rank 0), float32 then compress="int8" (algbw on the
-float32 bytes): size, median time, algbw, busbw
+float32 bytes): size, time per op, algbw, busbw
 (algbw x 2(n-1)/n, as nccl-tests) and busbw as a share of the device-to-device
 copy bandwidth measured here (bytes read + written by a torch copy_).
+
+Ops return once queued (the caller's stream is ordered after them), so, as
+nccl-tests do, a run of back-to-back ops is timed from a barrier to the end
+of a device synchronisation, and the time per op is that over the count; the
+slowest rank's time counts. Three runs per size, the best kept.
 """
 import sys
 import time
 
+import numpy as np
 import torch
 
 import pycomm
@@ -43,23 +49,27 @@ def main():
     rows = []
     for compress in (None, "int8"):
         for mib in sizes:
-            x = torch.ones(mib << 18, device="cuda")
+            x = torch.randn(mib << 18, device="cuda")
+            y = torch.empty_like(x)  # out of place, as nccl-tests: x stays the same
             iters = max(5, min(50, (1 << 30) // (mib << 20)))
             for _ in range(3):
-                comm.allreduce(x, compress=compress)
-            times = []
-            for _ in range(iters):
+                comm.allreduce(x, compress=compress, out=y)
+            runs = []
+            for _ in range(3):
+                torch.cuda.synchronize()
                 comm.barrier()
                 t0 = time.perf_counter()
-                comm.allreduce(x, compress=compress)  # returns when done (the GPU path synchronises)
-                times.append(time.perf_counter() - t0)
-            t = torch.tensor(times, dtype=torch.float64).numpy()
-            comm.allreduce(t, op="max")  # slowest rank per iteration
-            med = float(sorted(t)[len(t) // 2])
-            algbw = (mib << 20) / med / 1e9
-            rows.append((compress or "float32", mib, med * 1e6, algbw, algbw * 2 * (n - 1) / n))
+                for _ in range(iters):
+                    comm.allreduce(x, compress=compress, out=y)
+                torch.cuda.synchronize()
+                t = np.array([(time.perf_counter() - t0) / iters])
+                comm.allreduce(t, op="max")  # the slowest rank
+                runs.append(float(t[0]))
+            best = min(runs)
+            algbw = (mib << 20) / best / 1e9
+            rows.append((compress or "float32", mib, best * 1e6, algbw, algbw * 2 * (n - 1) / n))
             torch.cuda.synchronize()
-            del x
+            del x, y
     if r == 0:
         print(f"# pycomm GPU allreduce, {n} ranks on {torch.cuda.get_device_name(0)}; {comm.device_path}")
         print(f"# device-to-device copy bandwidth (read + written): {copy:.0f} GB/s")

@@ -47,6 +47,7 @@ def kernels(n, block, stream):
     x = torch.randn(n, device=dev)
     y = torch.randn(n, device=dev)
     dst = torch.empty(n, device=dev)
+    dst2 = torch.empty(n, device=dev)
     residual = torch.randn(n, device=dev) * 0.01
     q = torch.empty(n, dtype=torch.int8, device=dev)
     s = torch.empty(nb, device=dev)
@@ -65,6 +66,8 @@ def kernels(n, block, stream):
          lambda: C.reduce(p(dst), p(x), p(y), n, F32, SUM, stream)),
         ("reduce_n (sum, 2 sources)", 3 * 4 * n,
          lambda: C.reduce_n(p(dst), [p(x), p(y)], n, F32, SUM, stream)),
+        ("reduce_n_to (sum, 2 sources, 2 targets)", 4 * 4 * n,
+         lambda: C.reduce_n_to([p(dst), p(dst2)], [p(x), p(y)], n, F32, SUM, 1.0, stream)),
         ("quantize", 4 * n + n + sc,
          lambda: C.quantize_int8(p(x), F32, n, block, False, 0, None, p(q), p(s), stream)),
         ("quantize + residual", 4 * n + 8 * n + n + sc,

@@ -4,7 +4,8 @@ pointer, an element count, a dtype code and the caller's current stream.
 torch CUDA tensors are read directly (any dtype pycomm has, bfloat16
 included); anything else with ``__cuda_array_interface__`` (CuPy, Numba, ...)
 through that. The native side runs the op on a stream of its own, after the
-caller's stream, and returns when it is done.
+caller's stream, orders the caller's stream after the op and returns once it
+is queued (as NCCL does).
 """
 import numpy as np
 

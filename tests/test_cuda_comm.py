@@ -33,6 +33,14 @@ def test_cuda_across_hosts_stages_through_host(ranks):
     assert "cuda collectives ok on 2 ranks" in proc.stdout and "pinned host staging" in proc.stdout
 
 
+@needs_gpu
+def test_ddp_on_gpu(ranks):
+    # DDP over the "pycomm" backend with the model on the GPU: equal to gloo's
+    # run, int8_hook and bf16_hook train (tests/ranks/torch_ddp.py).
+    out = ranks(2, "torch_ddp.py", env={"DDP_DEVICE": "cuda", "DDP_STEPS": "60"}, timeout=200).stdout
+    assert "ddp ok" in out, out
+
+
 class FakeCudaArray:
     """Looks like a GPU array (__cuda_array_interface__) without a GPU."""
 

@@ -388,6 +388,42 @@ def test_reduce_n_sixteen_sources_in_order():
     assert_same_bits(out.host(), want, "16-source sum")
 
 
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 1), (2, 4), (16, 16)])
+@pytest.mark.parametrize("op", ["sum", "avg", "max", "prod"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "int32"])
+def test_reduce_n_to(dtype, op, shape, offset, in_place):
+    # Every target holds bitwise what reduce_n (then divide, for avg) gives,
+    # a target may be a source, and for two sources it is the CPU's result.
+    if op == "avg" and dtype == "int32":
+        pytest.skip("avg needs a floating dtype")
+    nsrc, ndst = shape
+    n = 10007
+    srcs = [reduce_data(dtype, n, 40 + i) for i in range(nsrc)]
+    divisor = float(nsrc)
+    devs = [Dev(s, offset) for s in srcs]
+    want_dev = Dev.garbage(n, storage(dtype), offset)
+    C.reduce_n(want_dev.ptr, [d.ptr for d in devs], n, DTYPES[dtype], OPS[op], stream())
+    if op == "avg":
+        C.divide(want_dev.ptr, n, DTYPES[dtype], divisor, stream())
+    want = want_dev.host()
+    if nsrc == 2:
+        cpu = np.empty(n, storage(dtype))
+        _C.kernels.reduce(cpu, srcs[0], srcs[1], DTYPES[dtype], OPS[op])
+        if op == "avg":
+            _C.kernels.divide(cpu, DTYPES[dtype], divisor)
+        assert_same_bits(want, cpu, "reduce_n + divide vs the CPU")
+    outs = [Dev.garbage(n, storage(dtype), offset) for _ in range(ndst)]
+    targets = [o.ptr for o in outs]
+    if in_place:
+        targets[0] = devs[0].ptr
+    C.reduce_n_to(targets, [d.ptr for d in devs], n, DTYPES[dtype], OPS[op], divisor, stream())
+    got = [devs[0].host() if in_place else outs[0].host()] + [o.host() for o in outs[1:]]
+    for i, g in enumerate(got):
+        assert_same_bits(g, want, f"target {i}")
+
+
 def test_nondefault_stream():
     s = torch.cuda.Stream()
     x = sample(100003)

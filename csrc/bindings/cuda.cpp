@@ -97,6 +97,17 @@ void py_reduce(uintptr_t dst, uintptr_t a, uintptr_t b, long long count, int dty
   cuda::reduce(as_ptr(dst), as_ptr(a), as_ptr(b), n, dtype, op, as_ptr(stream));
 }
 
+// Device pointers of `count` elements of `width` bytes each, checked.
+std::vector<void*> checked_ptrs(const std::vector<uintptr_t>& ps, size_t width, size_t count,
+                                const char* name) {
+  std::vector<void*> out;
+  for (uintptr_t p : ps) {
+    check_ptr(p, width, count, name);
+    out.push_back(as_ptr(p));
+  }
+  return out;
+}
+
 void py_reduce_n(uintptr_t dst, const std::vector<uintptr_t>& srcs, long long count,
                  int dtype_code, int op_code, uintptr_t stream) {
   const DType dtype = checked_dtype(dtype_code);
@@ -104,15 +115,27 @@ void py_reduce_n(uintptr_t dst, const std::vector<uintptr_t>& srcs, long long co
   const size_t n = checked_count(count), w = dtype_size(dtype);
   check_sources(srcs.size(), "reduce_n");
   check_ptr(dst, w, n, "dst");
-  std::vector<const void*> p;
-  for (uintptr_t s : srcs) {
-    check_ptr(s, w, n, "srcs[i]");
-    p.push_back(as_ptr(s));
-  }
+  const std::vector<void*> p = checked_ptrs(srcs, w, n, "srcs[i]");
+  const std::vector<const void*> cp(p.begin(), p.end());
   cuda::require_device();
   py::gil_scoped_release nogil;
-  cuda::reduce_n(as_ptr(dst), p.data(), static_cast<int>(p.size()), n, dtype, op,
-                 as_ptr(stream));
+  cuda::reduce_n(as_ptr(dst), cp.data(), static_cast<int>(cp.size()), n, dtype, op, as_ptr(stream));
+}
+
+void py_reduce_n_to(const std::vector<uintptr_t>& dsts, const std::vector<uintptr_t>& srcs,
+                    long long count, int dtype_code, int op_code, double divisor, uintptr_t stream) {
+  const DType dtype = checked_dtype(dtype_code);
+  const RedOp op = checked_op(op_code);
+  const size_t n = checked_count(count), w = dtype_size(dtype);
+  check_sources(srcs.size(), "reduce_n_to");
+  check_sources(dsts.size(), "reduce_n_to targets");
+  const std::vector<void*> d = checked_ptrs(dsts, w, n, "dsts[i]");
+  const std::vector<void*> p = checked_ptrs(srcs, w, n, "srcs[i]");
+  const std::vector<const void*> cp(p.begin(), p.end());
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  cuda::reduce_n_to(d.data(), static_cast<int>(d.size()), cp.data(), static_cast<int>(cp.size()), n,
+                    dtype, op, divisor, as_ptr(stream));
 }
 
 void py_divide(uintptr_t dst, long long count, int dtype_code, double divisor,
@@ -210,6 +233,10 @@ void bind_cuda(py::module_& m) {
         py::arg("dtype"), py::arg("op"), py::arg("stream") = 0,
         "dst = srcs[0] op srcs[1] op ... in order (1 to 16 sources; float32 accumulation "
         "for half types, rounded once).");
+  c.def("reduce_n_to", &py_reduce_n_to, py::arg("dsts"), py::arg("srcs"), py::arg("count"),
+        py::arg("dtype"), py::arg("op"), py::arg("divisor") = 1.0, py::arg("stream") = 0,
+        "reduce_n written to every one of dsts (1 to 16) in one pass; op avg sums, then "
+        "divides each result by divisor as divide does.");
   c.def("divide", &py_divide, py::arg("dst"), py::arg("count"), py::arg("dtype"),
         py::arg("divisor"), py::arg("stream") = 0, "dst /= divisor, floating dtypes.");
   c.def("quantize_int8", &py_quantize, py::arg("x"), py::arg("dtype"), py::arg("count"),

@@ -16,33 +16,24 @@ namespace pycomm {
 
 namespace {
 
-// What a rank tells its peers at the start of an op.
-struct OpRefs {
-  DeviceState::Ref in, out;
-};
-
-// Every rank's refs (this rank's slot left empty), in one stamped exchange.
-std::vector<OpRefs> exchange_refs(OpContext& ctx, const OpRefs& mine) {
-  std::vector<OpRefs> theirs(ctx.size());
-  std::vector<SendSpec> sends;
-  std::vector<RecvSpec> recvs;
-  for (int p = 0; p < ctx.size(); ++p) {
-    if (p == ctx.rank()) continue;
-    sends.push_back({p, reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)});
-    recvs.push_back({p, sizeof(OpRefs), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
-  }
-  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
-  return theirs;
-}
-
 // Caches stay small: a training loop reuses the same few allocations, and a
 // mapping kept open keeps a peer's freed memory alive.
 constexpr size_t kMaxExported = 1024, kMaxImported = 256;
 
+size_t align64(size_t n) { return (n + 63) & ~size_t(63); }
+
 }  // namespace
 
 DeviceState::~DeviceState() {
+  // Queued work may still read our buffers and mappings. If it does not
+  // drain (a dead peer's event that never fires), leak rather than free
+  // memory a kernel may touch, or hang.
+  if (stream_ && !cuda::stream_drain(stream_, 10.0)) return;
   for (auto& kv : imported_) cuda::ipc_close(kv.second);
+  for (auto& kv : peer_events_) cuda::event_destroy(kv.second);
+  // Our own IPC events stay (a few per communicator, freed at exit): a peer
+  // may still have a wait for one queued, and CUDA leaves a wait on a
+  // destroyed exported event undefined.
   cuda::host_free_pinned(pinned_);
   cuda::device_free(scratch_);
   cuda::stream_destroy(stream_);
@@ -51,8 +42,8 @@ DeviceState::~DeviceState() {
 std::string DeviceState::describe() const {
   if (device_ < 0) return "GPU path not started";
   if (single_host_)
-    return strprintf("CUDA IPC on device %d, peer buffers read and written in place (%zu peer "
-                     "allocations mapped)", device_, imported_.size());
+    return strprintf("CUDA IPC on device %d, peer buffers read and written in place, streams "
+                     "ordered by IPC events (%zu peer allocations mapped)", device_, imported_.size());
   return strprintf("pinned host staging over the host transport, device %d", device_);
 }
 
@@ -81,12 +72,45 @@ uint8_t* DeviceState::import_ref(const Ref& ref) {
   return it->second + ref.offset;
 }
 
+void* DeviceState::peer_event(const cuda::IpcHandle& handle) {
+  std::string key(reinterpret_cast<const char*>(handle.bytes), sizeof(handle.bytes));
+  auto it = peer_events_.find(key);
+  if (it == peer_events_.end()) it = peer_events_.emplace(key, cuda::event_open(handle, device_)).first;
+  return it->second;
+}
+
+std::vector<DeviceState::Note> DeviceState::meet(OpContext& ctx, Note mine) {
+  const int slot = next_event_;
+  next_event_ = (next_event_ + 1) % kEvents;
+  cuda::event_record(events_[slot], stream_);
+  mine.event = event_handles_[slot];
+  std::vector<Note> theirs(ctx.size());
+  std::vector<SendSpec> sends;
+  std::vector<RecvSpec> recvs;
+  for (int p = 0; p < ctx.size(); ++p) {
+    if (p == ctx.rank()) continue;
+    sends.push_back({p, reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)});
+    recvs.push_back({p, sizeof(Note), Sink{reinterpret_cast<uint8_t*>(&theirs[p])}});
+  }
+  ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
+  // Each peer recorded before it sent, so these waits are for those records.
+  for (int p = 0; p < ctx.size(); ++p)
+    if (p != ctx.rank()) cuda::stream_wait_event(stream_, peer_event(theirs[p].event));
+  return theirs;
+}
+
 void DeviceState::start(OpContext& ctx, const void* buffer, void* caller_stream) {
   const int device = cuda::device_of(buffer);
   if (device < 0) throw_error(ErrorKind::kValue, "the buffer is not in GPU memory");
   if (device_ < 0) {
-    device_ = device;
     stream_ = cuda::stream_create(device);
+    if (single_host_) {
+      for (int i = 0; i < kEvents; ++i) {
+        events_[i] = cuda::event_create_ipc(device);
+        event_handles_[i] = cuda::event_handle(events_[i]);
+      }
+    }
+    device_ = device;
   } else if (device != device_) {
     throw_error(ErrorKind::kValue,
                 strprintf("this communicator's GPU buffers live on device %d, this one on device %d "
@@ -109,13 +133,26 @@ void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, i
   } else {
     run_staged(ctx, i, o, count, root);
   }
-  cuda::stream_sync(stream_);
+  cuda::stream_wait(caller_stream, stream_);
+}
+
+uint8_t* DeviceState::pinned(size_t bytes) {
+  if (pinned_bytes_ < bytes) {
+    if (pinned_) cuda::stream_sync(stream_);  // the last op's copy out of it is done
+    cuda::host_free_pinned(pinned_);
+    pinned_ = nullptr;
+    pinned_bytes_ = 0;
+    pinned_ = static_cast<uint8_t*>(cuda::host_alloc_pinned(bytes));
+    pinned_bytes_ = bytes;
+  }
+  return pinned_;
 }
 
 uint8_t* DeviceState::scratch(size_t bytes) {
   if (scratch_bytes_ < bytes) {
     // Grown rarely (x2): peers keep a mapping of every allocation they saw.
     const size_t want = std::max(bytes, 2 * scratch_bytes_);
+    if (scratch_) cuda::stream_sync(stream_);  // the last op's kernels are done with it
     cuda::device_free(scratch_);
     scratch_ = nullptr;
     scratch_bytes_ = 0;
@@ -127,9 +164,13 @@ uint8_t* DeviceState::scratch(size_t bytes) {
 
 void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t count,
                            const Int8Args& a, void* caller_stream) {
-  if (!single_host_)
-    throw_error(ErrorKind::kValue, "compressed allreduce of GPU buffers needs every rank on one host "
-                                   "for now (move the tensor to the CPU)");
+  if (!single_host_) {
+    if (count == 0) return ctx.sync_peers();
+    start(ctx, out, caller_stream);
+    run_int8_staged(ctx, in, out, count, a);
+    cuda::stream_wait(caller_stream, stream_);
+    return;
+  }
   if (ctx.size() > cuda::kMaxReduceSources)
     throw_error(ErrorKind::kValue, strprintf("compressed allreduce of GPU buffers takes at most %d "
                                              "ranks for now", cuda::kMaxReduceSources));
@@ -151,10 +192,9 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
   //    rank, and another for the owners).
   cuda::quantize_int8(in, ctx.stamp.dtype, count, bs, a.stochastic, a.seed ^ (0x9E3779B97F4A7C15ull * (r + 1)),
                       a.worker_residual, q_of(mine), s_of(mine), stream_);
-  cuda::stream_sync(stream_);
-  // 2. Where every rank's scratch and output are.
-  const std::vector<OpRefs> theirs =
-      exchange_refs(ctx, {export_ref(mine, 2 * half), export_ref(nullptr, 0)});  // outputs stay private
+  // 2. Where every rank's scratch is (outputs stay private), once every
+  //    rank's quantized bytes are there.
+  const std::vector<Note> theirs = meet(ctx, {{}, export_ref(mine, 2 * half), export_ref(nullptr, 0)});
   std::vector<uint8_t*> scr(n);
   for (int p = 0; p < n; ++p) scr[p] = p == r ? mine : import_ref(theirs[p].in);
   // 3. The owner of each block-aligned slice sums every rank's int8 bytes
@@ -174,8 +214,7 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
                                  a.seed ^ 0x6f776e6572ull ^ first(r), a.owner_residual,
                                  q_of(sums) + first(r), s_of(sums) + blocks.offset(r), stream_);
   }
-  cuda::stream_sync(stream_);
-  ctx.sync_peers();
+  meet(ctx, {});  // every owner's sums are there
   // 4. Every rank dequantizes every owner's bytes (the owner's own too).
   for (int p = 0; p < n; ++p) {
     if (!length(p)) continue;
@@ -183,8 +222,33 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
     cuda::dequantize_int8(q_of(s) + first(p), s_of(s) + blocks.offset(p), length(p), bs,
                           out + first(p), stream_);
   }
+  meet(ctx, {});  // nobody reuses its scratch while a peer may read it
+  cuda::stream_wait(caller_stream, stream_);
+}
+
+void DeviceState::run_int8_staged(OpContext& ctx, const void* in, float* out, size_t count,
+                                  const Int8Args& a) {
+  // The host's compressed allreduce on pinned copies of the input and of the
+  // residuals (so the result is the CPU kernels', bitwise), copied back.
+  const size_t in_bytes = count * ctx.elem(), out_bytes = count * sizeof(float);
+  const size_t owned = allreduce_int8_owned(count, ctx.size(), ctx.rank(), a.block_size);
+  const size_t worker_bytes = a.worker_residual ? out_bytes : 0;
+  const size_t owner_bytes = a.owner_residual ? owned * sizeof(float) : 0;
+  const size_t at_out = align64(in_bytes), at_worker = at_out + align64(out_bytes),
+               at_owner = at_worker + align64(worker_bytes);
+  uint8_t* host = pinned(at_owner + owner_bytes);
+  Int8Args h = a;
+  h.worker_residual = a.worker_residual ? reinterpret_cast<float*>(host + at_worker) : nullptr;
+  h.owner_residual = a.owner_residual ? reinterpret_cast<float*>(host + at_owner) : nullptr;
+  auto* host_out = reinterpret_cast<float*>(host + at_out);
+  cuda::copy_async(host, in, in_bytes, stream_);
+  cuda::copy_async(h.worker_residual, a.worker_residual, worker_bytes, stream_);
+  cuda::copy_async(h.owner_residual, a.owner_residual, owner_bytes, stream_);
   cuda::stream_sync(stream_);
-  ctx.sync_peers();  // nobody reuses its scratch while a peer may read it
+  allreduce_int8(ctx, host, host_out, count, h);
+  cuda::copy_async(out, host_out, out_bytes, stream_);
+  cuda::copy_async(a.worker_residual, h.worker_residual, worker_bytes, stream_);
+  cuda::copy_async(a.owner_residual, h.owner_residual, owner_bytes, stream_);
 }
 
 void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root) {
@@ -193,16 +257,15 @@ void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_
   const Coll coll = ctx.stamp.coll;
   const size_t in_bytes = count * es * (coll == Coll::kReduceScatter ? n : 1);
   const size_t out_bytes = count * es * (coll == Coll::kAllgather ? n : 1);
-  if (imported_.size() > kMaxImported) {  // between ops: nothing reads the mappings now
+  if (imported_.size() > kMaxImported) {  // between ops, once no queued kernel reads the mappings
+    cuda::stream_sync(stream_);
     for (auto& kv : imported_) cuda::ipc_close(kv.second);
     imported_.clear();
   }
 
-  // 1. This rank's input is ready (the caller's stream drained into ours),
-  //    and every rank learns where every other rank's buffers are.
-  cuda::stream_sync(stream_);
-  const std::vector<OpRefs> theirs =
-      exchange_refs(ctx, {export_ref(in, in_bytes), export_ref(out, out_bytes)});
+  // 1. Every rank learns where every other rank's buffers are, and our
+  //    stream waits until every rank's input is ready.
+  const std::vector<Note> theirs = meet(ctx, {{}, export_ref(in, in_bytes), export_ref(out, out_bytes)});
   std::vector<const uint8_t*> ins(n);
   std::vector<uint8_t*> outs(n);
   for (int p = 0; p < n; ++p) {
@@ -212,36 +275,44 @@ void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_
 
   // 2. The data movement, on our stream.
   const DType dt = ctx.stamp.dtype;
-  const bool avg = ctx.stamp.op == RedOp::kAvg;
-  const RedOp op = avg ? RedOp::kSum : ctx.stamp.op;
+  const RedOp op = ctx.stamp.op;
   std::vector<const void*> srcs(n);
-  // Every rank's data at `offset`, reduced in rank order into dst
-  // (kMaxReduceSources per launch, each later launch folding dst in first).
-  auto reduce_into = [&](uint8_t* dst, size_t offset, size_t len) {
+  // Every rank's data at `offset`, reduced in rank order into every one of
+  // dsts: one pass when one launch takes every rank.
+  auto reduce_into = [&](std::vector<void*> dsts, size_t offset, size_t len) {
     if (len == 0) return;
     for (int p = 0; p < n; ++p) srcs[p] = ins[p] + offset;
-    int done = std::min(n, cuda::kMaxReduceSources);
-    cuda::reduce_n(dst, srcs.data(), done, len, dt, op, stream_);
+    if (n <= cuda::kMaxReduceSources) {
+      cuda::reduce_n_to(dsts.data(), static_cast<int>(dsts.size()), srcs.data(), n, len, dt, op, n, stream_);
+      return;
+    }
+    // More ranks than one launch takes: fold groups into dsts[0] (each later
+    // launch folding it in first), then copy.
+    const RedOp fold = op == RedOp::kAvg ? RedOp::kSum : op;
+    int done = cuda::kMaxReduceSources;
+    cuda::reduce_n(dsts[0], srcs.data(), done, len, dt, fold, stream_);
     while (done < n) {
       const int more = std::min(n - done, cuda::kMaxReduceSources - 1);
-      std::vector<const void*> group{dst};
+      std::vector<const void*> group{dsts[0]};
       group.insert(group.end(), srcs.begin() + done, srcs.begin() + done + more);
-      cuda::reduce_n(dst, group.data(), static_cast<int>(group.size()), len, dt, op, stream_);
+      cuda::reduce_n(dsts[0], group.data(), static_cast<int>(group.size()), len, dt, fold, stream_);
       done += more;
     }
-    if (avg) cuda::divide(dst, len, dt, n, stream_);
+    if (op == RedOp::kAvg) cuda::divide(dsts[0], len, dt, n, stream_);
+    for (size_t d = 1; d < dsts.size(); ++d) cuda::copy_async(dsts[d], dsts[0], len * es, stream_);
   };
   switch (coll) {
-    case Coll::kAllreduce: {  // slice r: reduce here, then push to every peer's output
+    case Coll::kAllreduce: {  // slice r, reduced once, into every rank's output
       Chunks ch{count, n};
-      const size_t at = ch.offset(r) * es, len = ch.length(r);
-      reduce_into(out + at, at, len);
+      const size_t at = ch.offset(r) * es;
+      std::vector<void*> dsts{out + at};
       for (int p = 0; p < n; ++p)
-        if (p != r) cuda::copy_async(outs[p] + at, out + at, len * es, stream_);
+        if (p != r) dsts.push_back(outs[p] + at);
+      reduce_into(dsts, at, ch.length(r));
       break;
     }
     case Coll::kReduceScatter:
-      reduce_into(out, r * count * es, count);
+      reduce_into({out}, r * count * es, count);
       break;
     case Coll::kAllgather:
       for (int p = 0; p < n; ++p)
@@ -253,9 +324,8 @@ void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_
     default:
       throw_error(ErrorKind::kValue, std::string("no GPU path for ") + coll_name(coll));
   }
-  // 3. Nobody leaves while a peer may still read its input or write its output.
-  cuda::stream_sync(stream_);
-  ctx.sync_peers();
+  // 3. Our stream goes on once no peer reads our input or writes our output.
+  meet(ctx, {});
 }
 
 void DeviceState::run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root) {
@@ -263,15 +333,9 @@ void DeviceState::run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, si
   size_t in_bytes = count * es, out_bytes = count * es;
   if (ctx.stamp.coll == Coll::kReduceScatter) in_bytes *= n;
   if (ctx.stamp.coll == Coll::kAllgather) out_bytes *= n;
-  const size_t in_room = (in_bytes + 63) & ~size_t(63);
-  if (pinned_bytes_ < in_room + out_bytes) {
-    cuda::host_free_pinned(pinned_);
-    pinned_ = nullptr;
-    pinned_bytes_ = 0;
-    pinned_ = static_cast<uint8_t*>(cuda::host_alloc_pinned(in_room + out_bytes));
-    pinned_bytes_ = in_room + out_bytes;
-  }
-  uint8_t *host_in = pinned_, *host_out = pinned_ + in_room;
+  const size_t in_room = align64(in_bytes);
+  uint8_t* host_in = pinned(in_room + out_bytes);
+  uint8_t* host_out = host_in + in_room;
   cuda::copy_async(host_in, ctx.stamp.coll == Coll::kBroadcast ? out : in, in_bytes, stream_);
   cuda::stream_sync(stream_);
   switch (ctx.stamp.coll) {

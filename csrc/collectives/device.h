@@ -3,17 +3,23 @@
 // Ranks on one host work on each other's buffers directly: at the start of
 // an op every rank sends its peers the CUDA IPC handles of the allocations
 // holding its input and output (with the offsets), each peer maps them once
-// (cached by handle), and kernels and copies read and write peer memory in
-// place. An allreduce is two-shot: rank r reduces slice r of every rank's
-// input in rank order into its output and copies it into every peer's
-// output; reduce-scatter, allgather and broadcast pull what they need. Two
-// meetings per op over the host transport (the handle exchange, stamped so
-// mismatched calls are caught, and an end-of-op barrier), no staging copy,
-// no byte through host memory. Ranks on several hosts stage through pinned
-// host memory and run the host algorithms.
+// (cached by handle), and kernels read and write peer memory in place. An
+// allreduce is two-shot in one kernel: rank r reduces slice r of every
+// rank's input in rank order and writes it into every rank's output in the
+// same pass; reduce-scatter, allgather and broadcast pull what they need. No
+// staging copy, no byte through host memory.
+//
+// The host never waits for the GPU. Ranks meet twice per op over the host
+// transport (at the start, stamped so mismatched calls are caught, and at
+// the end); at each meeting a rank records an IPC event on its stream and
+// sends its handle, and every peer's stream waits for it on the GPU. So a
+// rank's kernels start after every peer's input is ready, and its stream
+// goes on only after every peer is done with its buffers.
 //
 // Ops run on a stream of pycomm's own, ordered after the caller's stream,
-// and are complete (synchronised) when they return.
+// and the caller's stream is ordered after the op (as with NCCL): the call
+// returns once the work is queued. Ranks on several hosts stage through
+// pinned host memory and run the host algorithms.
 #pragma once
 
 #include <cstddef>
@@ -21,6 +27,7 @@
 #include <map>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "collectives.h"
 #include "exchange.h"
@@ -38,9 +45,10 @@ class DeviceState {
 
   // in/out/count/root as for the host collectives (collectives.h).
   void run(OpContext& ctx, const void* in, void* out, size_t count, int root, void* caller_stream);
-  // The compressed allreduce (ctx.stamp.coll kAllreduceInt8; one host only):
-  // the two-shot of compressed.cpp with the CUDA kernels, every rank's int8
-  // bytes read in place by their owners; residuals (a.*_residual) in GPU memory.
+  // The compressed allreduce (ctx.stamp.coll kAllreduceInt8), residuals
+  // (a.*_residual) in GPU memory. On one host: the two-shot of compressed.cpp
+  // with the CUDA kernels, every rank's int8 bytes read in place by their
+  // owners; across hosts: compressed.cpp itself on pinned host copies.
   void run_int8(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a,
                 void* caller_stream);
   // "CUDA IPC on device 0 (3 peer allocations mapped)", for logs and repr.
@@ -52,18 +60,36 @@ class DeviceState {
     uint64_t offset;
     uint64_t bytes;
   };
+  // What a rank tells its peers at a meeting: the event it recorded after its
+  // work so far, and (at an op's first meeting) where its buffers are.
+  struct Note {
+    cuda::IpcHandle event;
+    Ref in, out;
+  };
 
  private:
   Ref export_ref(const void* ptr, size_t bytes);
   uint8_t* import_ref(const Ref& ref);
   void run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
   void run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
+  void run_int8_staged(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a);
   void start(OpContext& ctx, const void* buffer, void* caller_stream);
+  // Records our event, swaps notes with every peer, and queues waits for
+  // their events on our stream; returns the peers' notes (ours left empty).
+  std::vector<Note> meet(OpContext& ctx, Note mine);
+  void* peer_event(const cuda::IpcHandle& handle);
   uint8_t* scratch(size_t bytes);  // device memory of our own, IPC-exportable
+  uint8_t* pinned(size_t bytes);   // page-locked host staging, several hosts
 
   const bool single_host_;
   int device_ = -1;
   void* stream_ = nullptr;
+  static constexpr int kEvents = 4;  // two would do: a rank reuses one only
+                                     // after every peer has met it twice since
+  void* events_[kEvents] = {};
+  cuda::IpcHandle event_handles_[kEvents] = {};
+  int next_event_ = 0;
+  std::map<std::string, void*> peer_events_;  // peer's event handle -> opened event
   std::unordered_map<uint64_t, cuda::IpcHandle> exported_;  // allocation id -> its handle
   std::map<std::string, uint8_t*> imported_;                // peer handle -> mapped base
   uint8_t* pinned_ = nullptr;  // host staging, several hosts

@@ -38,6 +38,14 @@ void reduce(void* dst, const void* a, const void* b, size_t count, DType dtype, 
 void reduce_n(void* dst, const void* const* srcs, int nsrc, size_t count, DType dtype, RedOp op,
               void* stream);
 
+// reduce_n written to every one of dsts[0..ndst-1] (1 <= ndst <=
+// kMaxReduceSources) in the same pass: how an allreduce rank writes its
+// reduced slice into every rank's output. op kAvg sums, then divides each
+// stored result by `divisor` as divide() would (bitwise reduce_n + divide).
+// A target may be a source (exactly), never a shifted overlap.
+void reduce_n_to(void* const* dsts, int ndst, const void* const* srcs, int nsrc, size_t count,
+                 DType dtype, RedOp op, double divisor, void* stream);
+
 // dst[i] = dst[i] / divisor, as kernels::divide: floating dtypes (float32
 // math for half types); integer dtypes are left alone.
 void divide(void* dst, size_t count, DType dtype, double divisor, void* stream);

@@ -2,7 +2,9 @@
 #include <cuda.h>  // types and attribute names only: the driver is reached through the runtime
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "common/error.h"
 #include "cuda/device_memory.h"
@@ -135,10 +137,63 @@ void stream_sync(void* stream) {
   check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }
 
+bool stream_drain(void* stream, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    const cudaError_t err = cudaStreamQuery(static_cast<cudaStream_t>(stream));
+    if (err != cudaErrorNotReady) {
+      cudaGetLastError();
+      return true;  // drained, or failed: either way nothing more will run
+    }
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
 void copy_async(void* dst, const void* src, size_t bytes, void* stream) {
   if (bytes == 0) return;
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)),
         "cudaMemcpyAsync");
+}
+
+void* event_create_ipc(int device) {
+  set_device(device);
+  cudaEvent_t ev;
+  check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming | cudaEventInterprocess),
+        "cudaEventCreateWithFlags(interprocess)");
+  return ev;
+}
+
+void event_destroy(void* event) {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+IpcHandle event_handle(void* event) {
+  static_assert(sizeof(cudaIpcEventHandle_t) == sizeof(IpcHandle), "IPC event handle size");
+  cudaIpcEventHandle_t h;
+  check(cudaIpcGetEventHandle(&h, static_cast<cudaEvent_t>(event)), "cudaIpcGetEventHandle");
+  IpcHandle out;
+  std::memcpy(out.bytes, &h, sizeof(h));
+  return out;
+}
+
+void* event_open(const IpcHandle& handle, int device) {
+  set_device(device);
+  cudaIpcEventHandle_t h;
+  std::memcpy(&h, handle.bytes, sizeof(h));
+  cudaEvent_t ev;
+  check(cudaIpcOpenEventHandle(&ev, h), "cudaIpcOpenEventHandle");
+  return ev;
+}
+
+void event_record(void* event, void* stream) {
+  check(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)),
+        "cudaEventRecord");
+}
+
+void stream_wait_event(void* stream, void* event) {
+  check(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0),
+        "cudaStreamWaitEvent");
 }
 
 }  // namespace cuda

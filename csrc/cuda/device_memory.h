@@ -50,8 +50,23 @@ void stream_destroy(void* stream);
 // `signaler` (an event between them; the streams may belong to other libraries).
 void stream_wait(void* waiter, void* signaler);
 void stream_sync(void* stream);
+// Waits up to `seconds` for `stream` to drain; false if it has not (a peer's
+// event that never fires: teardown then leaks rather than hangs).
+bool stream_drain(void* stream, double seconds);
 // Any direction (device, pinned or pageable host), ordered on `stream`.
 void copy_async(void* dst, const void* src, size_t bytes, void* stream);
+
+// Events peers on this host can wait on: how ranks order their streams after
+// each other's on the GPU, with no host waiting for the GPU. The recorder
+// sends the handle after event_record; the peer opens it (once) and queues
+// stream_wait_event, which waits for that record (CUDA waits for the most
+// recent record made before the wait is queued).
+void* event_create_ipc(int device);
+void event_destroy(void* event);
+IpcHandle event_handle(void* event);
+void* event_open(const IpcHandle& handle, int device);  // a peer's; event_destroy closes it
+void event_record(void* event, void* stream);
+void stream_wait_event(void* stream, void* event);
 
 }  // namespace cuda
 }  // namespace pycomm

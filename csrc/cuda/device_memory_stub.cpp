@@ -29,7 +29,14 @@ void* stream_create(int) { not_built(); }
 void stream_destroy(void*) {}
 void stream_wait(void*, void*) { not_built(); }
 void stream_sync(void*) { not_built(); }
+bool stream_drain(void*, double) { return true; }
 void copy_async(void*, const void*, size_t, void*) { not_built(); }
+void* event_create_ipc(int) { not_built(); }
+void event_destroy(void*) {}
+IpcHandle event_handle(void*) { not_built(); }
+void* event_open(const IpcHandle&, int) { not_built(); }
+void event_record(void*, void*) { not_built(); }
+void stream_wait_event(void*, void*) { not_built(); }
 
 }  // namespace cuda
 }  // namespace pycomm

@@ -2,6 +2,10 @@
 through pycomm and through gloo (both groups in this process), then with
 pycomm's int8 / bf16 comm hooks.
 
+DDP_DEVICE=cuda runs it all on GPU 0 (every rank on the one GPU: pycomm's
+CUDA IPC path, its GPU int8 allreduce under int8_hook; gloo stages through
+the host).
+
 Checks: pycomm's parameters are bitwise identical on every rank and equal
 gloo's within float32 tolerance; int8_hook with error feedback ends within 1%
 of the float32 run's final loss; bf16_hook trains too.
@@ -19,6 +23,7 @@ import pycomm.torch  # noqa: F401  registers "pycomm"
 from pycomm.torch import hooks
 
 STEPS = int(os.environ.get("DDP_STEPS", "150"))
+DEVICE = os.environ.get("DDP_DEVICE", "cpu")
 
 
 def model_and_data(rank):
@@ -30,13 +35,15 @@ def model_and_data(rank):
     x = torch.randn(STEPS, 64, 32, generator=g)
     with torch.no_grad():
         y = teacher(x)
-    return model, x, y
+    return model.to(DEVICE), x.to(DEVICE), y.to(DEVICE)
 
 
 def train(group, hook=None, state=None, bucket_cap_mb=None):
     rank = dist.get_rank()
     model, x, y = model_and_data(rank)
     kw = {} if bucket_cap_mb is None else {"bucket_cap_mb": bucket_cap_mb}
+    if DEVICE == "cuda":
+        kw["device_ids"] = [torch.cuda.current_device()]
     ddp = DDP(model, process_group=group, **kw)
     if hook is not None:
         ddp.register_comm_hook(state, hook)
@@ -51,7 +58,7 @@ def train(group, hook=None, state=None, bucket_cap_mb=None):
     # The mean loss of the last steps over all ranks (through gloo: the judge is not the judged).
     tail = torch.tensor([sum(losses[-20:]) / 20])
     dist.all_reduce(tail, group=GLOO)
-    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
     return params, tail.item() / dist.get_world_size()
 
 
@@ -64,6 +71,8 @@ def same_on_all_ranks(params, what):
 
 def main():
     global GLOO
+    if DEVICE == "cuda":
+        torch.cuda.set_device(0)
     dist.init_process_group("pycomm")
     GLOO = dist.new_group(backend="gloo")
     world = dist.group.WORLD
