@@ -160,6 +160,8 @@ def test_launch_function_kills_ranks_that_ignore_sigterm(tmp_path, monkeypatch, 
 
 
 def test_no_prefix(tmp_path, capfd):
-    prog = _script(tmp_path, "print('plain')\n")
+    # One write(2) per rank: two ranks' print()s may interleave "plain" and
+    # "\n" when Python runs unbuffered (seen once in CI as "plainplain").
+    prog = _script(tmp_path, "import os\nos.write(1, b'plain\\n')\n")
     assert launch_mod.launch(2, [prog], env=_env(), prefix=False) == 0
     assert capfd.readouterr().out.splitlines() == ["plain", "plain"]
