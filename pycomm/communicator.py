@@ -388,7 +388,7 @@ class Communicator:
         if not self._gpu_logged and log.level >= 2 and not async_op:
             self._gpu_logged = True
             log.info(self, f"GPU buffers: {self.device_path}")
-        return self._track(w, (x, out)) if async_op else out
+        return self._track(w, (x, out, dx.keep, do.keep)) if async_op else out
 
     def _device_allreduce_int8(self, x, out, op, block_size, stochastic, seed, ef, async_op, timeout):
         dx = device.describe(x, "x")
@@ -414,7 +414,7 @@ class Communicator:
                                                stochastic, seed, ptr(worker), ptr(owner), dx.stream,
                                                async_op, timeout)
         self._submitted("allreduce", x, f" {op}, int8 block {block_size}, GPU buffers")
-        return self._track(w, (x, out, worker, owner)) if async_op else out
+        return self._track(w, (x, out, worker, owner, dx.keep, do.keep)) if async_op else out
 
     @property
     def device_path(self):

@@ -3,13 +3,14 @@ pointer, an element count, a dtype code and the caller's current stream.
 
 torch CUDA tensors are read directly (any dtype pycomm has, bfloat16
 included); anything else with ``__cuda_array_interface__`` (CuPy, Numba, ...)
-through that. The native side runs the op on a stream of its own, after the
+through that, and objects speaking DLPack (JAX, TensorFlow, ...) through
+their capsule (pycomm/dlpack.py), on the legacy default stream. The native side runs the op on a stream of its own, after the
 caller's stream, orders the caller's stream after the op and returns once it
 is queued (as NCCL does).
 """
 import numpy as np
 
-from . import _C
+from . import _C, dlpack
 
 # csrc/common/dtype.h codes.
 _CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "int8": 4, "uint8": 5,
@@ -18,11 +19,12 @@ _TYPESTR = {np.dtype(name).str: code for name, code in _CODES.items() if name !=
 
 
 class DeviceBuffer:
-    __slots__ = ("obj", "ptr", "count", "dtype", "device", "stream")
+    # keep: what must outlive the op besides obj (a DLPack capsule)
+    __slots__ = ("obj", "ptr", "count", "dtype", "device", "stream", "keep")
 
-    def __init__(self, obj, ptr, count, dtype, device, stream):
-        self.obj, self.ptr, self.count, self.dtype, self.device, self.stream = \
-            obj, ptr, count, dtype, device, stream
+    def __init__(self, obj, ptr, count, dtype, device, stream, keep=None):
+        self.obj, self.ptr, self.count, self.dtype, self.device, self.stream, self.keep = \
+            obj, ptr, count, dtype, device, stream, keep
 
 
 def _torch(x, what):
@@ -64,6 +66,10 @@ def describe(x, what="x"):
     cai = getattr(x, "__cuda_array_interface__", None)
     if cai is not None and not hasattr(x, "data_ptr"):
         return _cai(x, cai, what)
+    if hasattr(x, "__dlpack_device__") and not hasattr(x, "data_ptr"):
+        d = dlpack.describe(x, what)
+        if d is not None:
+            return DeviceBuffer(x, d.ptr, d.count, _CODES[d.dtype], d.device_id, 1, keep=d.capsule)
     return None
 
 
@@ -76,6 +82,9 @@ def empty_like(buf, count, float32=False):
             import torch
             return x.new_empty((count,), dtype=torch.float32)
         return x.new_empty((count,))
+    if buf.keep is not None:
+        raise ValueError("pycomm does not allocate GPU memory for objects it reads through DLPack: "
+                         "pass out=")
     import cupy  # any other library: CuPy is what __cuda_array_interface__ users usually have
 
     return cupy.empty(count, dtype="float32" if float32 else x.dtype)
@@ -87,7 +96,11 @@ def zeros_like(buf, count):
     if hasattr(x, "new_zeros"):
         import torch
         return x.new_zeros((count,), dtype=torch.float32)
-    import cupy
+    try:
+        import cupy
+    except ImportError:  # a DLPack producer's tensor: residuals in torch, if there
+        import torch
+        return torch.zeros(count, dtype=torch.float32, device=f"cuda:{index_of(buf)}")
     with cupy.cuda.Device(index_of(buf)):
         return cupy.zeros(count, dtype="float32")
 

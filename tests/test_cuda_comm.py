@@ -71,6 +71,9 @@ def test_gpu_refusals_without_sending(tmp_path):
             comm.allreduce(FakeCudaArray(4), compress="int8", out=FakeCudaArray(4, "<f2"))
         with pytest.raises(ValueError, match="needs out of 4 elements"):
             comm.allgather(FakeCudaArray(4), out=FakeCudaArray(7))
+        from test_dlpack import FakeDLPack
+        with pytest.raises(ValueError, match="pass out="):
+            comm.allgather(FakeDLPack(np.zeros(4, np.float32)))
         if not _C.cuda.built():
             with pytest.raises(TypeError, match="built with CUDA"):
                 comm.allreduce(FakeCudaArray(4))

@@ -1,8 +1,8 @@
 """Every collective on torch CUDA tensors (all ranks may share one GPU: CUDA
 IPC), checked against float64 numpy references and for bitwise identity
 across ranks; in place and out of place, async, the caller's stream order,
-views at offsets into one allocation. Exit status non-zero on the
-first wrong result."""
+views at offsets into one allocation, tensors seen only through DLPack.
+Exit status non-zero on the first wrong result."""
 import sys
 
 import numpy as np
@@ -134,6 +134,35 @@ def check_streams_and_async(comm):
     comm.barrier()
 
 
+class DLPackOnly:
+    """A torch CUDA tensor seen only through DLPack, as JAX or TensorFlow
+    arrays are (no data_ptr, no __cuda_array_interface__)."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def __dlpack_device__(self):
+        return self.t.__dlpack_device__()
+
+    def __dlpack__(self, stream=None):
+        return self.t.__dlpack__(stream=stream)
+
+
+def check_dlpack(comm):
+    n, r = comm.size, comm.rank
+    x = torch.full((1001,), float(r + 1), device="cuda")
+    wrapped = DLPackOnly(x)
+    assert comm.allreduce(wrapped) is wrapped
+    assert torch.all(x == n * (n + 1) / 2), "allreduce through DLPack"
+    out = torch.empty(1001 * n, device="cuda")
+    comm.allgather(DLPackOnly(x), out=DLPackOnly(out))
+    assert torch.equal(out, x.repeat(n)), "allgather through DLPack"
+    y = torch.randn(5000, device="cuda", generator=torch.Generator("cuda").manual_seed(r))
+    want = comm.allreduce(y.clone(), compress="int8")
+    comm.allreduce(DLPackOnly(y), compress="int8")
+    assert torch.equal(y, want), "int8 allreduce through DLPack"
+
+
 def main():
     torch.cuda.set_device(0)
     staged = sys.argv[1:] == ["staged"]
@@ -144,6 +173,7 @@ def main():
         for count in COUNTS:
             check_all(comm, count, dtype)
     check_streams_and_async(comm)
+    check_dlpack(comm)
     check_int8(comm)  # staged: the host's compressed allreduce on pinned copies
     log(comm, f"path: {comm.device_path}")
     # Views into one allocation at odd offsets, and a second communicator side by side.
