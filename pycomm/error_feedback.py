@@ -5,8 +5,9 @@ one step is added to the next, so nothing is lost over training, only delayed.
     comm.allreduce(grad, compress="int8", error_feedback=ef)
 
 A compressed allreduce rounds twice, so it keeps two residuals (as 1-bit Adam
-keeps worker and server errors): this rank's contribution (the whole tensor)
-and the quantized sum of the slice this rank owns. The state allocates on
+keeps worker and server errors): this rank's contribution (the whole tensor;
+zero on the slice this rank owns, which enters its sum unrounded) and the
+quantized sum of the slice this rank owns. The state allocates on
 first use, refuses a tensor or communicator it was not made for, and
 round-trips through state_dict / load_state_dict for checkpoints.
 """

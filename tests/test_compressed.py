@@ -56,6 +56,32 @@ def test_reduce_requantize_is_its_definition(isa, nsrc, count, mode):
         assert np.array_equal(res.view(np.int32), want_res.view(np.int32))
 
 
+@pytest.mark.parametrize("dense_index", [0, 1, 4])
+@pytest.mark.parametrize("count", [1, 63, 4097, 20000])
+def test_reduce_requantize_dense_source(isa, dense_index, count):
+    # A float32 source in place of one int8 source, in its rank-order slot,
+    # and the result dequantized in the same pass: the owner's own slice.
+    block, nsrc = 64, 5
+    qs, ss = quantized_sources(nsrc, count, block, seed=count + dense_index)
+    dense = np.random.default_rng(dense_index).standard_normal(count).astype(np.float32)
+    acc = None
+    for i, (q, s) in enumerate(zip(qs, ss)):
+        d = dense if i == dense_index else pycomm.dequantize_int8(q, s, block_size=block)
+        acc = d.copy() if acc is None else acc + d
+    want_q, want_s = pycomm.quantize_int8(acc / np.float32(nsrc), block_size=block)
+    q = np.empty(count, np.int8)
+    s = np.empty(-(-count // block), np.float32)
+    out = np.full(count, np.nan, np.float32)
+    junk = [np.full_like(qs[dense_index], 99)] + [np.full_like(ss[dense_index], np.nan)]
+    qs[dense_index], ss[dense_index] = junk  # never read
+    _C._reduce_requantize_int8(qs, ss, block, float(nsrc), False, 0, None, q, s,
+                               dense=dense, dense_index=dense_index, dequant_out=out)
+    assert np.array_equal(q, want_q) and np.array_equal(s.view(np.int32), want_s.view(np.int32))
+    assert np.array_equal(out, pycomm.dequantize_int8(q, s, block_size=block))
+    with pytest.raises(ValueError, match="dense_index"):
+        _C._reduce_requantize_int8(qs, ss, block, 1.0, False, 0, None, q, s, dense=dense, dense_index=5)
+
+
 def test_error_flat_in_world_size():
     """Two roundings whatever the world size: the error does not grow with it."""
     count, block = 1 << 16, 64
@@ -113,13 +139,13 @@ def test_world_of_one(comm):
     x = np.linspace(-3, 3, 1000, dtype=np.float32)
     ef = pycomm.ErrorFeedback()
     got = comm.allreduce(x.copy(), op="avg", compress="int8", error_feedback=ef)
+    # The one rank owns everything: its input is never sent, so it is
+    # quantized once, as the sum every rank gets (here: itself).
     q, s = pycomm.quantize_int8(x)
-    Q = np.empty_like(q)
-    S = np.empty_like(s)
-    _C._reduce_requantize_int8([q], [s], 64, 1.0, False, 0, None, Q, S)
-    assert np.array_equal(got, pycomm.dequantize_int8(Q, S))
+    assert np.array_equal(got, pycomm.dequantize_int8(q, s))
     assert ef.worker.shape == (1000,) and ef.owner.shape == (1000,)
-    assert np.array_equal(comm.reduce_scatter(x, compress="int8"), pycomm.dequantize_int8(q, s))
+    assert not ef.worker.any()  # nothing was quantized for the wire
+    assert np.array_equal(comm.reduce_scatter(x, compress="int8"), x)  # no quantization at all
     w = comm.allreduce(x.copy(), compress="int8", async_op=True)
     w.wait()
     half = comm.allreduce(x.astype(np.float16), compress="int8")
@@ -131,10 +157,8 @@ def test_torch_bfloat16_input(comm):
     x = torch.linspace(-1, 1, 300, dtype=torch.bfloat16)
     out = comm.allreduce(x, compress="int8")
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
-    q, s = pycomm.quantize_int8(x)
-    Q, S = np.empty_like(q), np.empty_like(s)
-    _C._reduce_requantize_int8([q], [s], 64, 1.0, False, 0, None, Q, S)
-    assert np.array_equal(out.numpy(), pycomm.dequantize_int8(Q, S))
+    q, s = pycomm.quantize_int8(x.float().numpy())  # widened exactly, quantized once
+    assert np.array_equal(out.numpy(), pycomm.dequantize_int8(q, s))
 
 
 BAD = [

@@ -254,6 +254,56 @@ def test_reduce_requantize_bitwise(divide, nsrc, count, offset, block, mode):
         assert_same_bits(r.host(), cpu_res, "residual")
 
 
+@pytest.mark.parametrize("block", [64, 4096])
+@pytest.mark.parametrize("count, offset", [(1000, 0), (1000, 1), (100003, 0)])
+@pytest.mark.parametrize("nsrc, dense_index", [(1, 0), (2, 0), (2, 1), (5, 3)])
+@pytest.mark.parametrize("feedback", [False, True])
+def test_reduce_requantize_dense_bitwise(feedback, nsrc, dense_index, count, offset, block):
+    # The owner's own slice as a float32 source in its rank-order slot: the
+    # CPU kernel's bytes, scales and residual bits.
+    srcs = sources(nsrc, count, block)
+    dense = sample(count, seed=5)
+    res = residual_for(count) if feedback else None
+    cpu_res = res.copy() if feedback else None
+    q = np.empty(count, np.int8)
+    s = np.empty(-(-count // block), F32)
+    _C._reduce_requantize_int8([a for a, _ in srcs], [b for _, b in srcs], block, float(nsrc), False,
+                               0, cpu_res, q, s, dense=dense, dense_index=dense_index)
+    dq = [(Dev(qr, offset), Dev(sr)) for qr, sr in srcs]
+    dd = Dev(dense, offset)
+    r = Dev(res, offset) if feedback else None
+    qo = Dev.garbage(count, np.int8, offset)
+    so = Dev.garbage(-(-count // block), F32)
+    qptrs, sptrs = [a.ptr for a, _ in dq], [b.ptr for _, b in dq]
+    qptrs[dense_index] = sptrs[dense_index] = 0  # not read
+    C.reduce_requantize_int8(qptrs, sptrs, count, block, float(nsrc), False, 0, r.ptr if r else None,
+                             qo.ptr, so.ptr, stream(), dense=dd.ptr, dense_index=dense_index)
+    assert_same_bits(qo.host(), q, "q_out")
+    assert_same_bits(so.host(), s, "s_out")
+    if feedback:
+        assert_same_bits(r.host(), cpu_res, "residual")
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+@pytest.mark.parametrize("dtype", QUANT_DTYPES)
+def test_widen_to_float32_bitwise(dtype, feedback):
+    n = 100003
+    gpu_in, cpu_in = as_dtype(sample(n, seed=9), dtype)
+    res = residual_for(n) if feedback else None
+    want = np.asarray(cpu_in.float() if hasattr(cpu_in, "float") else cpu_in, F32).astype(F32)
+    if feedback:
+        want = (want + res).astype(F32)
+    out, x = Dev.garbage(n, F32), Dev(gpu_in)
+    r = Dev(res) if feedback else None  # kept: a freed buffer's memory is handed out again
+    C.widen_to_float32(x.ptr, DTYPES[dtype], n, r.ptr if r else None, out.ptr, stream())
+    got = out.host()
+    # NaN payloads may differ (x + r with a NaN: which operand x86 returns is
+    # the compiler's choice); a NaN turns its whole block NaN downstream.
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    keep = ~np.isnan(want)
+    assert_same_bits(got[keep], want[keep], "widened")
+
+
 # ---- reduce, divide --------------------------------------------------------------
 
 def storage(name):

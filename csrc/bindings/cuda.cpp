@@ -188,14 +188,21 @@ void py_dequantize(uintptr_t q, uintptr_t scales, long long count, long long blo
 void py_reduce_requantize(const std::vector<uintptr_t>& qs, const std::vector<uintptr_t>& ss,
                           long long count, long long block_size, float divisor,
                           bool stochastic, uint64_t seed, const py::object& residual_ptr,
-                          uintptr_t q_out, uintptr_t s_out, uintptr_t stream) {
-  const uintptr_t residual = optional_ptr(residual_ptr);
+                          uintptr_t q_out, uintptr_t s_out, uintptr_t stream,
+                          const py::object& dense_ptr, int dense_index) {
+  const uintptr_t residual = optional_ptr(residual_ptr), dense = optional_ptr(dense_ptr);
   const size_t n = checked_count(count), bs = checked_block_size(block_size);
   check_sources(qs.size(), "reduce_requantize_int8");
   if (ss.size() != qs.size()) throw py::value_error("qs and ss must have the same length");
   std::vector<const int8_t*> qp;
   std::vector<const float*> sp;
+  if (dense != 0) check_ptr(dense, 4, n, "dense");
   for (size_t r = 0; r < qs.size(); ++r) {
+    if (dense != 0 && static_cast<int>(r) == dense_index) {  // not read
+      qp.push_back(nullptr);
+      sp.push_back(nullptr);
+      continue;
+    }
     check_ptr(qs[r], 1, n, "qs[i]");
     check_ptr(ss[r], 4, n, "ss[i]");
     qp.push_back(static_cast<const int8_t*>(as_ptr(qs[r])));
@@ -209,7 +216,24 @@ void py_reduce_requantize(const std::vector<uintptr_t>& qs, const std::vector<ui
   cuda::reduce_requantize_int8(qp.data(), sp.data(), static_cast<int>(qp.size()), n, bs, divisor,
                                stochastic, seed, static_cast<float*>(as_ptr(residual)),
                                static_cast<int8_t*>(as_ptr(q_out)),
-                               static_cast<float*>(as_ptr(s_out)), as_ptr(stream));
+                               static_cast<float*>(as_ptr(s_out)),
+                               static_cast<const float*>(as_ptr(dense)), dense_index,
+                               as_ptr(stream));
+}
+
+void py_widen(uintptr_t x, int dtype_code, long long count, const py::object& residual_ptr,
+              uintptr_t out, uintptr_t stream) {
+  const DType dtype = checked_dtype(dtype_code);
+  check_float_dtype(dtype);
+  const size_t n = checked_count(count);
+  const uintptr_t residual = optional_ptr(residual_ptr);
+  check_ptr(x, dtype_size(dtype), n, "x");
+  check_ptr(out, 4, n, "out");
+  if (residual != 0) check_ptr(residual, 4, n, "residual");
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  cuda::widen_to_float32(as_ptr(x), dtype, n, static_cast<const float*>(as_ptr(residual)),
+                         static_cast<float*>(as_ptr(out)), as_ptr(stream));
 }
 
 }  // namespace
@@ -249,8 +273,12 @@ void bind_cuda(py::module_& m) {
   c.def("reduce_requantize_int8", &py_reduce_requantize, py::arg("qs"), py::arg("ss"),
         py::arg("count"), py::arg("block_size"), py::arg("divisor"), py::arg("stochastic"),
         py::arg("seed"), py::arg("residual"), py::arg("q_out"), py::arg("s_out"),
-        py::arg("stream") = 0,
-        "Sum of the dequantized sources (in order), / divisor, + residual, quantized again.");
+        py::arg("stream") = 0, py::arg("dense") = py::none(), py::arg("dense_index") = 0,
+        "Sum of the dequantized sources (in order; dense: float32 values standing for source "
+        "dense_index), / divisor, + residual, quantized again.");
+  c.def("widen_to_float32", &py_widen, py::arg("x"), py::arg("dtype"), py::arg("count"),
+        py::arg("residual"), py::arg("out"), py::arg("stream") = 0,
+        "out = float32(x) (+ residual): a rank's own, unquantized contribution.");
 }
 
 }  // namespace pycomm

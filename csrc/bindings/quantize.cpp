@@ -103,7 +103,8 @@ void py_dequantize(py::handle q_in, py::handle scales, long long block_size, py:
 // kernels' reference: qs / scales are lists of sources of equal count.
 void py_reduce_requantize(py::list qs, py::list scales, long long block_size, float divisor,
                           bool stochastic, uint64_t seed, py::handle residual, py::handle q_out,
-                          py::handle scales_out) {
+                          py::handle scales_out, py::handle dense, size_t dense_index,
+                          py::handle dequant_out) {
   const size_t bs = checked_block_size(block_size);
   if (qs.size() == 0 || qs.size() != scales.size())
     throw py::value_error("need one scales array per q array, and at least one source");
@@ -132,10 +133,23 @@ void py_reduce_requantize(py::list qs, py::list scales, long long block_size, fl
     expect_aligned(*keep.back(), "residual");
     res = static_cast<float*>(keep.back()->data());
   }
+  // The float32 source standing for index dense_index, and the optional
+  // dequantized copy of the result.
+  auto float_buffer = [&](py::handle h, const char* name, bool writable) -> float* {
+    if (h.is_none()) return nullptr;
+    keep.push_back(std::make_unique<HostBuffer>(h, name, writable));
+    expect(*keep.back(), DType::kFloat32, n, name);
+    expect_aligned(*keep.back(), name);
+    return static_cast<float*>(keep.back()->data());
+  };
+  const float* dn = float_buffer(dense, "dense", false);
+  float* dq = float_buffer(dequant_out, "dequant_out", true);
+  if (dn && dense_index >= qp.size())
+    throw py::value_error("dense_index " + std::to_string(dense_index) + " is not a source");
   py::gil_scoped_release nogil;
   kernels::reduce_requantize_int8(qp.data(), sp.data(), qp.size(), n, bs, divisor, stochastic,
                                   seed, res, static_cast<int8_t*>(qo.data()),
-                                  static_cast<float*>(so.data()));
+                                  static_cast<float*>(so.data()), dn, dense_index, dq);
 }
 
 }  // namespace
@@ -152,9 +166,12 @@ void bind_quantize(py::module_& m) {
         "out = q * scale per block (float32); out += q * scale when accumulate.");
   m.def("_reduce_requantize_int8", &py_reduce_requantize, py::arg("qs"), py::arg("scales"),
         py::arg("block_size"), py::arg("divisor"), py::arg("stochastic"), py::arg("seed"),
-        py::arg("residual"), py::arg("q_out"), py::arg("scales_out"),
+        py::arg("residual"), py::arg("q_out"), py::arg("scales_out"), py::arg("dense") = py::none(),
+        py::arg("dense_index") = 0, py::arg("dequant_out") = py::none(),
         "Sum of the dequantized sources (in order, float32), divided by divisor when it is "
-        "not 1, quantized into q_out / scales_out (with residual: error feedback).");
+        "not 1, quantized into q_out / scales_out (with residual: error feedback). dense: "
+        "float32 values standing for source dense_index; dequant_out: also the result "
+        "dequantized.");
 }
 
 }  // namespace pycomm

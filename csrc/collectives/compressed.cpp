@@ -1,10 +1,12 @@
 // Compressed (int8) allreduce and reduce-scatter, two-shot: every rank
-// quantizes its contribution once; each slice's owner receives every rank's
-// int8 bytes for its slice, sums them dequantized in float32 in rank order
-// and (allreduce) quantizes the sum once; those bytes go to every rank, the
-// owner included, and every rank dequantizes the same bytes, so all end
-// bitwise identical. Re-quantizing partial sums at each ring hop instead
-// would add one rounding per rank and the error would grow with the world.
+// quantizes what it sends, once; each slice's owner receives every other
+// rank's int8 bytes for its slice, sums them dequantized in float32 in rank
+// order with its own contribution, which never travels and so is taken as it
+// is (with its error-feedback residual folded in), and (allreduce) quantizes
+// the sum once; those bytes go to every rank, and every rank, the owner
+// included, ends with their dequantized values, so all end bitwise
+// identical. Re-quantizing partial sums at each ring hop instead would add
+// one rounding per rank and the error would grow with the world.
 //
 // The work runs in rounds: a round handles one piece (int8_piece_bytes worth
 // of float32) of every owner's slice, so the int8 bytes and the float32 sum
@@ -73,8 +75,9 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
   for (const Slice& s : slices) longest = std::max(longest, s.length);
   const size_t rounds = std::max<size_t>(1, (longest + piece - 1) / piece);
   const size_t stride = align64(Packed{nullptr, piece, bs}.bytes());
-  uint8_t* scratch = ctx.scratch.get(3 * n * stride);
+  uint8_t* scratch = ctx.scratch.get(3 * n * stride + piece * sizeof(float));
   uint8_t *mine = scratch, *theirs = scratch + n * stride, *sums = scratch + 2 * n * stride;
+  auto* own_buf = reinterpret_cast<float*>(scratch + 3 * n * stride);
   const float divisor = ctx.stamp.op == RedOp::kAvg ? static_cast<float>(n) : 1.0f;
   const uint64_t worker_seed = mix(a.seed, 1 + r);
 
@@ -90,8 +93,9 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
     auto theirs_of = [&](int p) { return Packed{theirs + p * stride, length(r), bs}; };
     auto sum_of = [&](int j) { return Packed{sums + j * stride, length(j), bs}; };
 
-    // 1. Quantize this rank's contribution to every owner's piece.
+    // 1. Quantize this rank's contribution to every other owner's piece.
     for (int j = 0; j < n; ++j) {
+      if (j == r) continue;
       Packed m = mine_of(j);
       const size_t at = first(j);
       kernels::quantize_int8(in + at * es, ctx.stamp.dtype, m.count, bs, a.stochastic, worker_seed,
@@ -107,26 +111,43 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
       recvs.push_back({p, theirs_of(p).bytes(), Sink{theirs_of(p).base}});
     }
     ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
-    // 3. Sum in rank order (float32), then requantize or keep.
+    // 3. This rank's own piece in float32: its input as it is (a float32
+    //    input with no residual is read in place, unless the output may
+    //    overwrite it first), or widened, plus the residual, which it empties.
+    const size_t count = length(r), local = first(r) - slices[r].begin;
+    const uint8_t* own_in = in + first(r) * es;
+    float* residual = a.worker_residual ? a.worker_residual + first(r) : nullptr;
+    const float* own = reinterpret_cast<const float*>(own_in);
+    if (ctx.stamp.dtype != DType::kFloat32 || residual || !gather) {
+      kernels::widen_to_float32(own_in, ctx.stamp.dtype, count, residual, own_buf);
+      if (residual) std::fill(residual, residual + count, 0.0f);
+      own = own_buf;
+    }
+    // 4. Sum in rank order (float32), then requantize or keep.
     for (int p = 0; p < n; ++p) {
-      Packed src = p == r ? mine_of(r) : theirs_of(p);
+      Packed src = theirs_of(p);
       qs[p] = src.q();
       ss[p] = src.scales();
     }
-    const size_t count = length(r), local = first(r) - slices[r].begin;
     if (!gather) {
       float* dst = out + local;
-      kernels::dequantize_int8(qs[0], ss[0], count, bs, dst);
-      for (int p = 1; p < n; ++p) kernels::dequantize_accumulate_int8(qs[p], ss[p], count, bs, dst);
+      for (int p = 0; p < n; ++p) {
+        if (p == r && p == 0) kernels::copy(dst, own, count * sizeof(float));
+        else if (p == r) kernels::reduce(dst, dst, own, count, DType::kFloat32, RedOp::kSum);
+        else if (p == 0) kernels::dequantize_int8(qs[p], ss[p], count, bs, dst);
+        else kernels::dequantize_accumulate_int8(qs[p], ss[p], count, bs, dst);
+      }
       if (divisor != 1.0f) kernels::divide(dst, count, DType::kFloat32, n);
       continue;
     }
+    // The owner's own values come out of the same pass (out may be in: each
+    // stretch is read before it is written).
     Packed sum = sum_of(r);
     kernels::reduce_requantize_int8(qs.data(), ss.data(), n, count, bs, divisor, a.stochastic,
                                     mix(a.seed ^ kOwnerStream, first(r)),
                                     a.owner_residual ? a.owner_residual + local : nullptr, sum.q(),
-                                    sum.scales());
-    // 4. Every rank gets every owner's requantized piece and dequantizes it.
+                                    sum.scales(), own, r, out + first(r));
+    // 5. Every rank gets every other owner's requantized piece and dequantizes it.
     sends.clear();
     recvs.clear();
     for (int p = 0; p < n; ++p) {
@@ -136,6 +157,7 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
     }
     ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
     for (int p = 0; p < n; ++p) {
+      if (p == r) continue;
       Packed s = sum_of(p);
       kernels::dequantize_int8(s.q(), s.scales(), s.count, bs, out + first(p));
     }

@@ -181,27 +181,38 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
   start(ctx, out, caller_stream);
   const int n = ctx.size(), r = ctx.rank();
   const size_t bs = a.block_size, nblk = kernels::quant_num_blocks(count, bs);
-  // Layout, twice (this rank's quantized input; the owned sums): q bytes, then scales.
+  Chunks blocks{nblk, n};
+  auto first = [&](int p) { return std::min(count, blocks.offset(p) * bs); };
+  auto length = [&](int p) { return std::min(count, (blocks.offset(p) + blocks.length(p)) * bs) - first(p); };
+  // Layout, twice (this rank's quantized input; the owned sums): q bytes,
+  // then scales; then this rank's own slice in float32.
   const size_t q_room = (count + 255) & ~size_t(255), half = q_room + nblk * sizeof(float);
-  uint8_t* mine = scratch(2 * half);
+  const size_t own_at = (2 * half + 255) & ~size_t(255);
+  uint8_t* mine = scratch(own_at + length(r) * sizeof(float));
   auto q_of = [&](uint8_t* base) { return reinterpret_cast<int8_t*>(base); };
   auto s_of = [&](uint8_t* base) { return reinterpret_cast<float*>(base + q_room); };
   uint8_t* sums = mine + half;
+  auto* own = reinterpret_cast<float*>(mine + own_at);
+  const size_t es = dtype_size(ctx.stamp.dtype);
 
-  // 1. Quantize this rank's whole input once (stochastic rounding: a seed per
-  //    rank, and another for the owners).
+  // 1. This rank's own slice never travels: it enters its sum unquantized,
+  //    with its residual, which it empties. The rest is quantized once (the
+  //    whole input goes through the kernel, so stochastic rounding draws by
+  //    element index as on the CPU; the own slice's bytes go unused).
+  float* own_residual = a.worker_residual ? a.worker_residual + first(r) : nullptr;
+  cuda::widen_to_float32(static_cast<const uint8_t*>(in) + first(r) * es, ctx.stamp.dtype, length(r),
+                         own_residual, own, stream_);
   cuda::quantize_int8(in, ctx.stamp.dtype, count, bs, a.stochastic, a.seed ^ (0x9E3779B97F4A7C15ull * (r + 1)),
                       a.worker_residual, q_of(mine), s_of(mine), stream_);
+  if (own_residual) cuda::zero_async(own_residual, length(r) * sizeof(float), stream_);
   // 2. Where every rank's scratch is (outputs stay private), once every
   //    rank's quantized bytes are there.
   const std::vector<Note> theirs = meet(ctx, {{}, export_ref(mine, 2 * half), export_ref(nullptr, 0)});
   std::vector<uint8_t*> scr(n);
   for (int p = 0; p < n; ++p) scr[p] = p == r ? mine : import_ref(theirs[p].in);
-  // 3. The owner of each block-aligned slice sums every rank's int8 bytes
-  //    of it (rank order, float32) and quantizes the sum once.
-  Chunks blocks{nblk, n};
-  auto first = [&](int p) { return std::min(count, blocks.offset(p) * bs); };
-  auto length = [&](int p) { return std::min(count, (blocks.offset(p) + blocks.length(p)) * bs) - first(p); };
+  // 3. The owner of each block-aligned slice sums every other rank's int8
+  //    bytes of it and its own float32 values (rank order, float32) and
+  //    quantizes the sum once.
   if (length(r)) {
     std::vector<const int8_t*> qs(n);
     std::vector<const float*> ss(n);
@@ -212,7 +223,8 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
     const float divisor = ctx.stamp.op == RedOp::kAvg ? static_cast<float>(n) : 1.0f;
     cuda::reduce_requantize_int8(qs.data(), ss.data(), n, length(r), bs, divisor, a.stochastic,
                                  a.seed ^ 0x6f776e6572ull ^ first(r), a.owner_residual,
-                                 q_of(sums) + first(r), s_of(sums) + blocks.offset(r), stream_);
+                                 q_of(sums) + first(r), s_of(sums) + blocks.offset(r), own, r,
+                                 stream_);
   }
   meet(ctx, {});  // every owner's sums are there
   // 4. Every rank dequantizes every owner's bytes (the owner's own too).

@@ -70,11 +70,20 @@ void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t cou
 //   acc = acc / divisor (unless divisor == 1);
 //   quantize acc (float32) into q_out, s_out as quantize_int8 would, with
 //   `residual` (or none), stochastic rounding and seed.
-// Bitwise the composition of the CPU kernels. 1 <= nsrc <= kMaxReduceSources.
+// dense (or null): float32 values standing for source dense_index, taken as
+// they are (q[dense_index], s[dense_index] are not read): the owner's own
+// contribution. Bitwise the CPU's kernels::reduce_requantize_int8.
+// 1 <= nsrc <= kMaxReduceSources.
 void reduce_requantize_int8(const int8_t* const* q, const float* const* s, int nsrc,
                             size_t count, size_t block_size, float divisor, bool stochastic,
                             uint64_t seed, float* residual, int8_t* q_out, float* s_out,
-                            void* stream);
+                            const float* dense, int dense_index, void* stream);
+
+// out[i] = float32(x[i]) (+ residual[i] when not null), as
+// kernels::widen_to_float32 (bitwise but for NaN payloads, which only ever
+// turn their block NaN): dtype float32, float16 or bfloat16.
+void widen_to_float32(const void* x, DType dtype, size_t count, const float* residual,
+                      float* out, void* stream);
 
 }  // namespace cuda
 }  // namespace pycomm

@@ -156,6 +156,11 @@ void copy_async(void* dst, const void* src, size_t bytes, void* stream) {
         "cudaMemcpyAsync");
 }
 
+void zero_async(void* dst, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  check(cudaMemsetAsync(dst, 0, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
+}
+
 void* event_create_ipc(int device) {
   set_device(device);
   cudaEvent_t ev;

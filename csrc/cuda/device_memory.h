@@ -55,6 +55,7 @@ void stream_sync(void* stream);
 bool stream_drain(void* stream, double seconds);
 // Any direction (device, pinned or pageable host), ordered on `stream`.
 void copy_async(void* dst, const void* src, size_t bytes, void* stream);
+void zero_async(void* dst, size_t bytes, void* stream);  // device memory, ordered on `stream`
 
 // Events peers on this host can wait on: how ranks order their streams after
 // each other's on the GPU, with no host waiting for the GPU. The recorder

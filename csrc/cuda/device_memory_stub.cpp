@@ -31,6 +31,7 @@ void stream_wait(void*, void*) { not_built(); }
 void stream_sync(void*) { not_built(); }
 bool stream_drain(void*, double) { return true; }
 void copy_async(void*, const void*, size_t, void*) { not_built(); }
+void zero_async(void*, size_t, void*) { not_built(); }
 void* event_create_ipc(int) { not_built(); }
 void event_destroy(void*) {}
 IpcHandle event_handle(void*) { not_built(); }

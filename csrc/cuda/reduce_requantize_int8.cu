@@ -1,6 +1,7 @@
 // The owner's step of the compressed allreduce in one pass (cuda_kernels.h:
-// reduce_requantize_int8): dequantize and sum nsrc int8 contributions in
-// float32, divide, add the residual, and quantize the result, one group of
+// reduce_requantize_int8): dequantize and sum nsrc int8 contributions (one
+// of them may be float32 as it is) in float32, divide, add the residual, and
+// quantize the result, one group of
 // threads per quantization block (quant_block.cuh). Bitwise the CPU's
 // dequantize_int8, dequantize_accumulate_int8, float32 division and
 // quantize_int8 in that order.
@@ -23,6 +24,8 @@ using quant::Group;
 struct QSources {
   const int8_t* q[kMaxReduceSources];
   const float* s[kMaxReduceSources];
+  const float* dense;  // float32 values standing for source dense_index (its q, s unread), or null
+  int dense_index;
   int n;
 };
 
@@ -52,10 +55,13 @@ __device__ __forceinline__ void load_q(const int8_t* p, const Group& g, uint32_t
   }
 }
 
-// acc = dq(source 0) + dq(source 1) + ..., in source order, float32.
+// acc = dq(source 0) + dq(source 1) + ..., in source order, float32; the
+// dense source's values as they are.
 template <int EPT, bool kWhole>
 __device__ __forceinline__ void dequantize_sum(const QSources& src, const Group& g,
                                                float (&acc)[EPT]) {
+  float dense[EPT];
+  if (src.dense) quant::load_elems<Plain<float>, EPT, kWhole>(src.dense + g.b0, g, dense);
   for (int r0 = 0; r0 < src.n; r0 += kBatch) {
     uint32_t w[kBatch][EPT / 4];
     float s[kBatch];
@@ -64,16 +70,23 @@ __device__ __forceinline__ void dequantize_sum(const QSources& src, const Group&
       // Past the last source, load that one again (a cache hit, not used):
       // the loads stay unconditional, so they are all issued together.
       const int r = min(r0 + b, src.n - 1);
+      if (src.dense && r == src.dense_index) {
+        s[b] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < EPT / 4; ++c) w[b][c] = 0;
+        continue;
+      }
       s[b] = g.n > 0 ? src.s[r][g.index] : 0.0f;
       load_q<EPT, kWhole>(src.q[r] + g.b0, g, w[b]);
     }
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       if (r0 + b >= src.n) break;
+      const bool is_dense = src.dense && r0 + b == src.dense_index;
 #pragma unroll
       for (int j = 0; j < EPT; ++j) {
         const float q = static_cast<float>(int8_t(w[b][j / 4] >> (8 * (j % 4))));
-        const float d = __fmul_rn(q, s[b]);
+        const float d = is_dense ? dense[j] : __fmul_rn(q, s[b]);
         acc[j] = r0 + b == 0 ? d : __fadd_rn(acc[j], d);
       }
     }
@@ -115,7 +128,7 @@ __global__ void __launch_bounds__(quant::kThreads)
 void reduce_requantize_int8(const int8_t* const* q, const float* const* s, int nsrc,
                             size_t count, size_t block_size, float divisor, bool stochastic,
                             uint64_t seed, float* residual, int8_t* q_out, float* s_out,
-                            void* stream) {
+                            const float* dense, int dense_index, void* stream) {
   if (nsrc < 1 || nsrc > kMaxReduceSources) {
     throw_error(ErrorKind::kValue, strprintf("reduce_requantize_int8: %d sources (1 to %d "
                                              "allowed)", nsrc, kMaxReduceSources));
@@ -128,11 +141,19 @@ void reduce_requantize_int8(const int8_t* const* q, const float* const* s, int n
   use_device_of(stream, q_out);
   QSources src{};
   bool vec = aligned_to(q_out, 4) && (residual == nullptr || aligned_to(residual, 16));
-  for (int r = 0; r < nsrc; ++r) {
-    src.q[r] = q[r];
-    src.s[r] = s[r];
-    vec = vec && aligned_to(q[r], 4);
+  if (dense && (dense_index < 0 || dense_index >= nsrc)) {
+    throw_error(ErrorKind::kValue, strprintf("reduce_requantize_int8: dense_index %d is not one "
+                                             "of the %d sources", dense_index, nsrc));
   }
+  for (int r = 0; r < nsrc; ++r) {
+    const bool is_dense = dense && r == dense_index;
+    src.q[r] = is_dense ? nullptr : q[r];
+    src.s[r] = is_dense ? nullptr : s[r];
+    vec = vec && (is_dense || aligned_to(q[r], 4));
+  }
+  src.dense = dense;
+  src.dense_index = dense_index;
+  vec = vec && (dense == nullptr || aligned_to(dense, 16));
   src.n = nsrc;
   const int ept = quant::elems_per_thread(block_size);
   const size_t groups_per_cta = quant::kThreads / (block_size / ept);

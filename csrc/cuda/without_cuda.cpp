@@ -34,7 +34,11 @@ void check(int, const char*) { not_built(); }
 
 void reduce(void*, const void*, const void*, size_t, DType, RedOp, void*) { not_built(); }
 void reduce_n(void*, const void* const*, int, size_t, DType, RedOp, void*) { not_built(); }
+void reduce_n_to(void* const*, int, const void* const*, int, size_t, DType, RedOp, double, void*) {
+  not_built();
+}
 void divide(void*, size_t, DType, double, void*) { not_built(); }
+void widen_to_float32(const void*, DType, size_t, const float*, float*, void*) { not_built(); }
 void quantize_int8(const void*, DType, size_t, size_t, bool, uint64_t, float*, int8_t*, float*,
                    void*) {
   not_built();
@@ -44,7 +48,8 @@ void dequantize_accumulate_int8(const int8_t*, const float*, size_t, size_t, flo
   not_built();
 }
 void reduce_requantize_int8(const int8_t* const*, const float* const*, int, size_t, size_t,
-                            float, bool, uint64_t, float*, int8_t*, float*, void*) {
+                            float, bool, uint64_t, float*, int8_t*, float*, const float*, int,
+                            void*) {
   not_built();
 }
 

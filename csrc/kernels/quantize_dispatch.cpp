@@ -52,9 +52,17 @@ void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t cou
   quant_table()->dequant[1](q, scales, count, block_size, acc);
 }
 
+void widen_to_float32(const void* x, DType dtype, size_t count, const float* residual,
+                      float* out) {
+  const int in = input_index(dtype);
+  if (count == 0 || in < 0) return;
+  quant_table()->widen[in][residual != nullptr](x, count, residual, out);
+}
+
 void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, size_t nsrc,
                             size_t count, size_t block_size, float divisor, bool stochastic,
-                            uint64_t seed, float* residual, int8_t* q_out, float* scales_out) {
+                            uint64_t seed, float* residual, int8_t* q_out, float* scales_out,
+                            const float* dense, size_t dense_index, float* dequant_out) {
   if (count == 0 || nsrc == 0 || !quant_block_size_ok(block_size)) return;
   const QuantTable* t = quant_table();
   const QuantFn quant = t->quant[0][residual != nullptr][stochastic];
@@ -63,13 +71,23 @@ void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, 
   alignas(64) float acc[kQuantMaxBlock];
   for (size_t i = 0; i < count; i += kQuantMaxBlock) {
     const size_t n = std::min(kQuantMaxBlock, count - i), blk = i / block_size;
-    t->dequant[0](q[0] + i, scales[0] + blk, n, block_size, acc);
-    for (size_t s = 1; s < nsrc; ++s) t->dequant[1](q[s] + i, scales[s] + blk, n, block_size, acc);
+    for (size_t s = 0; s < nsrc; ++s) {
+      if (dense && s == dense_index) {
+        if (s == 0) {
+          copy(acc, dense + i, n * sizeof(float));
+        } else {
+          reduce(acc, acc, dense + i, n, DType::kFloat32, RedOp::kSum);
+        }
+      } else {
+        t->dequant[s != 0](q[s] + i, scales[s] + blk, n, block_size, acc);
+      }
+    }
     if (divisor != 1.0f) {
       for (size_t j = 0; j < n; ++j) acc[j] = acc[j] / divisor;
     }
     quant(acc, n, block_size, seed, i, residual ? residual + i : nullptr, q_out + i,
           scales_out + blk);
+    if (dequant_out) t->dequant[0](q_out + i, scales_out + blk, n, block_size, dequant_out + i);
   }
 }
 

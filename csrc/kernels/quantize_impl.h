@@ -40,10 +40,12 @@ using QuantFn = void (*)(const void* x, size_t count, size_t block_size, uint64_
                          uint64_t index_base, float* residual, int8_t* q, float* scales);
 using DequantFn = void (*)(const int8_t* q, const float* scales, size_t count,
                            size_t block_size, float* out);
+using WidenFn = void (*)(const void* x, size_t count, const float* residual, float* out);
 
 struct QuantTable {
   QuantFn quant[3][2][2];  // [float32, float16, bfloat16][feedback][stochastic]
   DequantFn dequant[2];    // [accumulate]
+  WidenFn widen[3][2];     // [float32, float16, bfloat16][residual added]
 };
 
 const QuantTable* quant_baseline_table();
@@ -224,6 +226,18 @@ void dequantize_blocks(const int8_t* q, const float* scales, size_t count, size_
   }
 }
 
+// ---- Widen (a rank's own, unquantized contribution) ---------------------------
+
+template <class In, bool kResidual>
+void widen_blocks(const void* xv, size_t count, const float* residual, float* out) {
+  const auto* x = static_cast<const typename In::T*>(xv);
+  if (kResidual) {
+    for (size_t j = 0; j < count; ++j) out[j] = In::widen(x[j]) + residual[j];
+  } else {
+    for (size_t j = 0; j < count; ++j) out[j] = In::widen(x[j]);
+  }
+}
+
 }  // namespace quant
 
 constexpr QuantTable kQuantTable = {
@@ -240,6 +254,9 @@ constexpr QuantTable kQuantTable = {
       {quant::quantize_blocks<quant::InBF16, true, false>,
        quant::quantize_blocks<quant::InBF16, true, true>}}},
     {quant::dequantize_blocks<false>, quant::dequantize_blocks<true>},
+    {{quant::widen_blocks<quant::InF32, false>, quant::widen_blocks<quant::InF32, true>},
+     {quant::widen_blocks<quant::InF16, false>, quant::widen_blocks<quant::InF16, true>},
+     {quant::widen_blocks<quant::InBF16, false>, quant::widen_blocks<quant::InBF16, true>}},
 };
 
 }  // namespace PYCOMM_ISA

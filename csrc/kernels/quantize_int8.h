@@ -54,6 +54,12 @@ void dequantize_int8(const int8_t* q, const float* scales, size_t count, size_t 
 void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t count,
                                 size_t block_size, float* acc);
 
+// out[i] = float32(x[i]) (+ residual[i] when residual is not null): a rank's
+// own contribution to a compressed reduction, which never travels and so is
+// never quantized. dtype float32, float16 or bfloat16 (exact widening).
+void widen_to_float32(const void* x, DType dtype, size_t count, const float* residual,
+                      float* out);
+
 // The owner's step of a compressed reduction, fused: per element
 //   acc = dq(src 0) + dq(src 1) + ... (float32, in source order)
 //   acc = acc / divisor                     (only when divisor != 1)
@@ -63,9 +69,17 @@ void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t cou
 // The float32 sum never leaves the cache: it is formed and requantized one
 // stretch of blocks at a time. The CUDA kernel of the same name matches it
 // bit for bit.
+//
+// dense (optional): source `dense_index` is these float32 values, taken as
+// they are (q and scales of that index are not read): the owner's own
+// contribution, which never travels and so is never quantized.
+// dequant_out (optional): also writes dequantize(q_out, scales_out) there,
+// while the stretch is in cache.
 void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, size_t nsrc,
                             size_t count, size_t block_size, float divisor, bool stochastic,
-                            uint64_t seed, float* residual, int8_t* q_out, float* scales_out);
+                            uint64_t seed, float* residual, int8_t* q_out, float* scales_out,
+                            const float* dense = nullptr, size_t dense_index = 0,
+                            float* dequant_out = nullptr);
 
 }  // namespace kernels
 }  // namespace pycomm

@@ -49,26 +49,49 @@ def owner_slices(count, n, block):
 
 def simulate_allreduce(xs, op, block, worker=None, owner=None):
     """The exact result of a deterministic compressed allreduce; updates the
-    residual arrays (per rank / whole tensor) like the ranks do."""
+    residual arrays (per rank / whole tensor) like the ranks do. Each slice's
+    owner takes its own contribution unquantized (its residual folded in and
+    emptied); everything else is quantized once, summed in rank order,
+    requantized by the owner and dequantized."""
     n, count = len(xs), widened(xs[0]).size
+    slices = owner_slices(count, n, block)
+    dense = []
+    for p, (lo, hi) in enumerate(slices):
+        own = widened(xs[p])[lo:hi].astype(np.float32)
+        dense.append(own + worker[p][lo:hi] if worker is not None else own)
     qs, ss = [], []
     for p, x in enumerate(xs):
         q, s = pycomm.quantize_int8(x, block_size=block,
                                     residual=None if worker is None else worker[p])
         qs.append(q)
         ss.append(s)
-    Q = np.empty(count, np.int8)
-    S = np.empty(-(-count // block), np.float32)
-    _C._reduce_requantize_int8(qs, ss, block, float(n) if op == "avg" else 1.0, False, 0, owner, Q, S)
-    return pycomm.dequantize_int8(Q, S, block_size=block)
+    if worker is not None:
+        for p, (lo, hi) in enumerate(slices):
+            worker[p][lo:hi] = 0
+    out = np.empty(count, np.float32)
+    divisor = float(n) if op == "avg" else 1.0
+    for j, (lo, hi) in enumerate(slices):
+        if hi == lo:
+            continue
+        b0, b1 = lo // block, -(-hi // block)
+        Q, S = np.empty(hi - lo, np.int8), np.empty(b1 - b0, np.float32)
+        _C._reduce_requantize_int8([q[lo:hi] for q in qs], [s[b0:b1] for s in ss], block, divisor,
+                                   False, 0, None if owner is None else owner[lo:hi], Q, S,
+                                   dense=dense[j], dense_index=j)
+        out[lo:hi] = pycomm.dequantize_int8(Q, S, block_size=block)
+    return out
 
 
 def simulate_reduce_scatter(xs, op, block, rank, count):
     n = len(xs)
     acc = None
-    for x in xs:
-        q, s = pycomm.quantize_int8(x[rank * count:(rank + 1) * count], block_size=block)
-        d = pycomm.dequantize_int8(q, s, block_size=block)
+    for p, x in enumerate(xs):
+        part = x[rank * count:(rank + 1) * count]
+        if p == rank:  # the owner's own block is never quantized
+            d = widened(part).astype(np.float32)
+        else:
+            q, s = pycomm.quantize_int8(part, block_size=block)
+            d = pycomm.dequantize_int8(q, s, block_size=block)
         acc = d if acc is None else acc + d
     return acc / np.float32(n) if op == "avg" else acc
 
