@@ -38,6 +38,19 @@ PointerAttributesFn pointer_attributes() {
   return fn;
 }
 
+// cudaIpcMemHandle_t and cudaIpcEventHandle_t travel as 64 opaque bytes.
+template <class H> IpcHandle pack(const H& h) {
+  static_assert(sizeof(H) == sizeof(IpcHandle), "IPC handle size");
+  IpcHandle out;
+  std::memcpy(out.bytes, &h, sizeof(h));
+  return out;
+}
+template <class H> H unpack(const IpcHandle& handle) {
+  H h;
+  std::memcpy(&h, handle.bytes, sizeof(h));
+  return h;
+}
+
 }  // namespace
 
 Allocation allocation_of(const void* ptr) {
@@ -91,20 +104,16 @@ void host_free_pinned(void* ptr) {
 }
 
 IpcHandle ipc_handle(void* base) {
-  static_assert(sizeof(cudaIpcMemHandle_t) == sizeof(IpcHandle), "IPC handle size");
   cudaIpcMemHandle_t h;
   check(cudaIpcGetMemHandle(&h, base), "cudaIpcGetMemHandle");
-  IpcHandle out;
-  std::memcpy(out.bytes, &h, sizeof(h));
-  return out;
+  return pack(h);
 }
 
 void* ipc_open(const IpcHandle& handle, int device) {
   set_device(device);
-  cudaIpcMemHandle_t h;
-  std::memcpy(&h, handle.bytes, sizeof(h));
   void* p = nullptr;
-  check(cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess), "cudaIpcOpenMemHandle");
+  check(cudaIpcOpenMemHandle(&p, unpack<cudaIpcMemHandle_t>(handle), cudaIpcMemLazyEnablePeerAccess),
+        "cudaIpcOpenMemHandle");
   return p;
 }
 
@@ -174,20 +183,15 @@ void event_destroy(void* event) {
 }
 
 IpcHandle event_handle(void* event) {
-  static_assert(sizeof(cudaIpcEventHandle_t) == sizeof(IpcHandle), "IPC event handle size");
   cudaIpcEventHandle_t h;
   check(cudaIpcGetEventHandle(&h, static_cast<cudaEvent_t>(event)), "cudaIpcGetEventHandle");
-  IpcHandle out;
-  std::memcpy(out.bytes, &h, sizeof(h));
-  return out;
+  return pack(h);
 }
 
 void* event_open(const IpcHandle& handle, int device) {
   set_device(device);
-  cudaIpcEventHandle_t h;
-  std::memcpy(&h, handle.bytes, sizeof(h));
   cudaEvent_t ev;
-  check(cudaIpcOpenEventHandle(&ev, h), "cudaIpcOpenEventHandle");
+  check(cudaIpcOpenEventHandle(&ev, unpack<cudaIpcEventHandle_t>(handle)), "cudaIpcOpenEventHandle");
   return ev;
 }
 
