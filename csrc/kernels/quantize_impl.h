@@ -119,6 +119,49 @@ template <size_t W> inline VF fold_absmax(VF m) {
   }
 }
 
+// Sticky-NaN maximum, lane by lane, as bit masks (?: is lowered lane by lane).
+inline VF max_nan(VF m, VF a) {
+  const VU take = (VU)((a > m) | (a != a));
+  return (VF)((take & (VU)a) | (~take & (VU)m));
+}
+
+// Halves rows of 2W lanes: lanes [s*2W, s*2W + 2W) of a and b (S = kLanes /
+// 2W rows each) fold onto W lanes, a's rows first, then b's.
+template <size_t W> inline VF fold_pair(VF a, VF b) {
+  constexpr size_t S = kLanes / (2 * W);
+  VU lo, hi;
+  for (size_t t = 0; t < kLanes; ++t) {
+    const size_t row = t / W % S, k = t % W, from_b = t >= S * W ? kLanes : 0;
+    lo[t] = static_cast<uint32_t>(from_b + row * 2 * W + k);
+    hi[t] = lo[t] + W;
+  }
+  return max_nan(__builtin_shuffle(a, b, lo), __builtin_shuffle(a, b, hi));
+}
+
+// rows[0 .. n) (n a power of two, rows of 2W lanes) folded to n / 2.
+template <size_t W> inline void fold_rows(VF* rows, size_t n) {
+  for (size_t i = 0; i < n / 2; ++i) rows[i] = fold_pair<W>(rows[2 * i], rows[2 * i + 1]);
+  if constexpr (W > 1) fold_rows<W / 2>(rows, n / 2);
+}
+
+// max|v| of each of kLanes whole blocks at v, block k in lane k. The
+// blocks' lane folds share their shuffles: kLanes - 1 pair folds in all
+// instead of log2(kLanes) single folds per block.
+inline VF blocks_absmax(const float* v, size_t block_size) {
+  VF rows[kLanes];
+  for (size_t k = 0; k < kLanes; ++k) {
+    VF m = {};
+    for (size_t j = 0; j < block_size; j += kLanes) {
+      VF a;
+      std::memcpy(&a, v + k * block_size + j, sizeof a);
+      m = max_nan(m, (VF)((VU)a & 0x7FFFFFFFu));
+    }
+    rows[k] = m;
+  }
+  fold_rows<kLanes / 2>(rows, kLanes);
+  return rows[0];
+}
+
 inline float block_absmax(const float* v, size_t n) {
   VF m = {};
   size_t j = 0;
@@ -190,12 +233,16 @@ void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t s
     } else {
       for (size_t j = 0; j < gn; ++j) v[j] = In::widen(xg[j]);
     }
-    for (size_t b = 0; b < nblocks; ++b) {
-      const size_t o = b * block_size;
-      scale_of[b] = block_absmax(v + o, gn - o < block_size ? gn - o : block_size);
+    size_t b = 0;
+    for (; (b + kLanes) * block_size <= gn; b += kLanes) {  // kLanes whole blocks at once
+      const VF m = blocks_absmax(v + b * block_size, block_size) / 127.0f;
+      std::memcpy(scale_of + b, &m, sizeof m);
     }
-    // NaN or Inf maxima stay as they are (the rounding below checks them).
-    for (size_t b = 0; b < nblocks; ++b) scale_of[b] = scale_of[b] / 127.0f;
+    for (; b < nblocks; ++b) {
+      const size_t o = b * block_size;
+      scale_of[b] = block_absmax(v + o, gn - o < block_size ? gn - o : block_size) / 127.0f;
+    }
+    // (NaN or Inf maxima stay NaN or Inf: the rounding below checks them.)
     for (size_t b = 0, blk = g0 / block_size; b < nblocks; ++b, ++blk) {
       const size_t o = b * block_size, b0 = g0 + o;
       const size_t n = gn - o < block_size ? gn - o : block_size;
