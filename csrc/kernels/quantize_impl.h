@@ -250,6 +250,19 @@ void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t s
       float* rb = kFeedback ? rg + o : nullptr;
       int8_t* qb = q + b0;
       const float scale = scale_of[b];
+      // The next group's input, a line per 64 bytes of this block's, so
+      // memory streams while this group is rounded (the phases above load it
+      // in one burst, and the hardware prefetcher waits for demand loads).
+      if (const size_t next = g0 + group + o; next < count) {
+        const char* p = reinterpret_cast<const char*>(x + next);
+        const size_t bytes = (count - next < n ? count - next : n) * sizeof(typename In::T);
+        for (size_t k = 0; k < bytes; k += 64) __builtin_prefetch(p + k);
+        if (kFeedback) {
+          const char* pr = reinterpret_cast<const char*>(residual + next);
+          for (size_t k = 0; k < bytes / sizeof(typename In::T) * sizeof(float); k += 64)
+            __builtin_prefetch(pr + k);
+        }
+      }
       if (!(scale <= std::numeric_limits<float>::max())) {  // NaN or Inf in the block
         scales[blk] = std::numeric_limits<float>::quiet_NaN();
         std::memset(qb, 0, n);
