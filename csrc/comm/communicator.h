@@ -49,7 +49,9 @@ class Communicator {
   uint64_t ops_submitted();
 
   // Blocking (async=false): returns when the op is done, throwing its error.
-  // Async: returns at once; the Work reports completion and errors.
+  // Async: returns at once; the Work reports completion and errors. For GPU
+  // buffers "done" means queued: the caller's stream is ordered after the op
+  // (device.h), as with NCCL.
   std::shared_ptr<Work> submit(const CollArgs& args, bool async);
 
   // How GPU buffers travel (after the first GPU op).
