@@ -4,9 +4,10 @@ pointer, an element count, a dtype code and the caller's current stream.
 torch CUDA tensors are read directly (any dtype pycomm has, bfloat16
 included); anything else with ``__cuda_array_interface__`` (CuPy, Numba, ...)
 through that, and objects speaking DLPack (JAX, TensorFlow, ...) through
-their capsule (pycomm/dlpack.py), on the legacy default stream. The native side runs the op on a stream of its own, after the
-caller's stream, orders the caller's stream after the op and returns once it
-is queued (as NCCL does).
+their capsule (pycomm/dlpack.py), on the legacy default stream. The native
+side runs the op on a stream of its own, after the caller's stream, orders
+the caller's stream after the op and returns once it is queued (as NCCL
+does).
 """
 import numpy as np
 

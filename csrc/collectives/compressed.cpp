@@ -131,12 +131,7 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
     }
     if (!gather) {
       float* dst = out + local;
-      for (int p = 0; p < n; ++p) {
-        if (p == r && p == 0) kernels::copy(dst, own, count * sizeof(float));
-        else if (p == r) kernels::reduce(dst, dst, own, count, DType::kFloat32, RedOp::kSum);
-        else if (p == 0) kernels::dequantize_int8(qs[p], ss[p], count, bs, dst);
-        else kernels::dequantize_accumulate_int8(qs[p], ss[p], count, bs, dst);
-      }
+      kernels::sum_int8_sources(qs.data(), ss.data(), n, count, bs, own, r, dst);
       if (divisor != 1.0f) kernels::divide(dst, count, DType::kFloat32, n);
       continue;
     }

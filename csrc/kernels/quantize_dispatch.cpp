@@ -1,6 +1,7 @@
 // Run-time dispatch of the int8 kernels: follows the reduction kernels'
 // choice (active_isa(): PYCOMM_ISA, set_isa()).
 #include <algorithm>
+#include <vector>
 
 #include "quantize_impl.h"
 #include "reduce.h"
@@ -59,6 +60,24 @@ void widen_to_float32(const void* x, DType dtype, size_t count, const float* res
   quant_table()->widen[in][residual != nullptr](x, count, residual, out);
 }
 
+void sum_int8_sources(const int8_t* const* q, const float* const* scales, size_t nsrc,
+                      size_t count, size_t block_size, const float* dense, size_t dense_index,
+                      float* acc) {
+  if (count == 0 || nsrc == 0 || !quant_block_size_ok(block_size)) return;
+  const QuantTable* t = quant_table();
+  for (size_t s = 0; s < nsrc; ++s) {
+    if (dense && s == dense_index) {
+      if (s == 0) {
+        copy(acc, dense, count * sizeof(float));
+      } else {
+        reduce(acc, acc, dense, count, DType::kFloat32, RedOp::kSum);
+      }
+    } else {
+      t->dequant[s != 0](q[s], scales[s], count, block_size, acc);
+    }
+  }
+}
+
 void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, size_t nsrc,
                             size_t count, size_t block_size, float divisor, bool stochastic,
                             uint64_t seed, float* residual, int8_t* q_out, float* scales_out,
@@ -69,19 +88,16 @@ void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, 
   // A stretch of whole blocks (kQuantMaxBlock is a multiple of every block
   // size), small enough to stay in L1 between the passes.
   alignas(64) float acc[kQuantMaxBlock];
+  std::vector<const int8_t*> qs(nsrc);
+  std::vector<const float*> ss(nsrc);
   for (size_t i = 0; i < count; i += kQuantMaxBlock) {
     const size_t n = std::min(kQuantMaxBlock, count - i), blk = i / block_size;
-    for (size_t s = 0; s < nsrc; ++s) {
-      if (dense && s == dense_index) {
-        if (s == 0) {
-          copy(acc, dense + i, n * sizeof(float));
-        } else {
-          reduce(acc, acc, dense + i, n, DType::kFloat32, RedOp::kSum);
-        }
-      } else {
-        t->dequant[s != 0](q[s] + i, scales[s] + blk, n, block_size, acc);
-      }
+    for (size_t s = 0; s < nsrc; ++s) {  // the dense source's pointers may be null
+      qs[s] = q[s] ? q[s] + i : nullptr;
+      ss[s] = scales[s] ? scales[s] + blk : nullptr;
     }
+    sum_int8_sources(qs.data(), ss.data(), nsrc, n, block_size, dense ? dense + i : nullptr,
+                     dense_index, acc);
     if (divisor != 1.0f) {
       for (size_t j = 0; j < n; ++j) acc[j] = acc[j] / divisor;
     }

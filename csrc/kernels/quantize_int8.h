@@ -60,6 +60,14 @@ void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t cou
 void widen_to_float32(const void* x, DType dtype, size_t count, const float* residual,
                       float* out);
 
+// acc = dq(src 0) + dq(src 1) + ... (float32, in source order), where source
+// dense_index, if dense is not null, is those float32 values as they are
+// (its q and scales are not read): the sum a compressed reduction's owner
+// forms. acc must not overlap dense.
+void sum_int8_sources(const int8_t* const* q, const float* const* scales, size_t nsrc,
+                      size_t count, size_t block_size, const float* dense, size_t dense_index,
+                      float* acc);
+
 // The owner's step of a compressed reduction, fused: per element
 //   acc = dq(src 0) + dq(src 1) + ... (float32, in source order)
 //   acc = acc / divisor                     (only when divisor != 1)
