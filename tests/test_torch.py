@@ -34,9 +34,11 @@ def test_registered_and_single_rank():
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_backend_env(n):
-    assert "torch backend ok" in run_ranks(n, "torch_backend.py", timeout=120).stdout
+@pytest.mark.parametrize("n,overlap", [(2, "auto"), (3, "auto"), (2, "1"), (3, "1")])
+def test_backend_env(n, overlap):
+    # overlap "1": every all_reduce on pycomm's worker thread, completed by the group's completion thread
+    out = run_ranks(n, "torch_backend.py", env={"PYCOMM_TORCH_OVERLAP": overlap}, timeout=120).stdout
+    assert "torch backend ok" in out
 
 
 def _free_port():
@@ -66,9 +68,25 @@ def test_bench_torch_pycomm():
     assert proc.returncode == 0 and "torch-pycomm 0 OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("n,steps", [(2, 150), (3, 60)])
-def test_ddp_matches_gloo_and_hooks(n, steps):
-    out = run_ranks(n, "torch_ddp.py", env={"DDP_STEPS": str(steps)}, timeout=150).stdout
+@pytest.mark.parametrize("extra", [[], ["--overlap", "--rounds", "2", "--bucket-view"]],
+                         ids=["hooks", "overlap"])
+def test_bench_ddp_step(extra):
+    # bench/ddp_step.py end to end on a small model: every configuration prints a row.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "pycomm.launch", "-n", "2", os.path.join(here, "bench", "ddp_step.py"),
+           "--width", "64", "--layers", "2", "--steps", "2", "--warmup", "1", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = (["pycomm, inline", "pycomm, overlapped"] if extra else
+             ["pycomm + int8_hook", "pycomm + bf16_hook"])
+    for name in ["gloo", *names]:
+        assert f"[rank 0] {name} " in proc.stdout and "x gloo" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("n,steps,overlap", [(2, 150, "auto"), (3, 60, "auto"), (2, 100, "1")])
+def test_ddp_matches_gloo_and_hooks(n, steps, overlap):
+    env = {"DDP_STEPS": str(steps), "PYCOMM_TORCH_OVERLAP": overlap}
+    out = run_ranks(n, "torch_ddp.py", env=env, timeout=150).stdout
     assert "ddp ok" in out, out
 
 

@@ -12,7 +12,9 @@ values, coalesced, as gloo does it; send/recv go through the group's c10d
 store (see p2p.py).
 
 Ops run to completion on the calling thread (pycomm's cheapest path) and
-return a completed Work; errors raised by pycomm surface from `wait()` and
+return a completed Work, except large allreduces where overlapping pays
+(completion.py): those run on pycomm's worker thread while the caller (DDP's
+backward pass) goes on. Errors raised by pycomm surface from `wait()` and
 the future, as with gloo. Non-contiguous tensors are copied to contiguous
 ones and the results copied back. Data-movement ops take any dtype (moved as
 bytes); reductions take pycomm's dtypes plus complex (SUM/AVG, as pairs of reals)
@@ -26,6 +28,7 @@ from pycomm.errors import CommError
 from pycomm.ops import op_code
 from pycomm.store import TorchStore
 
+from .completion import Completer, overlap_bytes
 from .p2p import StoreP2P
 from .work import Work
 
@@ -113,6 +116,8 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         self.comm = pycomm.Communicator(rank, size, TorchStore(store), timeout=self._timeout,
                                         name=f"torch/{group_name}")
         self._p2p = StoreP2P(store, rank, size, self._timeout)
+        self._overlap = overlap_bytes(self.comm._hosts, rank)  # None: every op inline
+        self._completer = Completer(f"torch/{group_name}")
 
     # -- identity --------------------------------------------------------------
 
@@ -175,12 +180,15 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                     and not t.requires_grad):
                 # Straight to the native core (what Communicator.allreduce does for host buffers).
                 comm = self.comm
+                overlap = self._overlap is not None and t.numel() * t.element_size() >= self._overlap
                 try:
-                    comm._native.allreduce(t, None, code, False, self._timeout)
+                    native = comm._native.allreduce(t, None, code, overlap, self._timeout)
                 except CommError as e:
                     return Work(tensors, error=e)
                 comm._submitted("allreduce", t)
-                return Work(tensors)
+                if not overlap:
+                    return Work(tensors)
+                return Work(tensors, pending=self._completer.add(native), native=native)
         return self._run(tensors, self._allreduce_list, tensors, _NAMES[code])
 
     def _allreduce_list(self, tensors, op):
@@ -488,7 +496,8 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         self._p2p.close()
 
     def shutdown(self):
-        self.comm.close()
+        self.comm.close()  # finishes the queued ops, so the completer can stop
+        self._completer.close()
         self._p2p.close()
 
 

@@ -8,7 +8,10 @@ caller as gloo's do, from `wait()` and through the future.
 Most ops finish before the process group returns their Work (pycomm runs a
 blocking op on the calling thread, which costs far less than a hand-off to
 another thread); such a Work is created completed. Ops that finish later
-(receives) pass the `concurrent.futures.Future` of the thread running them.
+(receives, overlapped allreduces) pass the `concurrent.futures.Future` of the
+thread running or completing them; an overlapped allreduce also passes its
+native Work, which `wait()` waits on directly, so a blocking caller does not
+wait for the completion thread to be scheduled as well.
 """
 import torch
 import torch.distributed as dist
@@ -25,19 +28,32 @@ class Work(dist.Work):
     _error = None     # an exception raised by pycomm, re-raised by wait()
     _pending = None   # concurrent.futures.Future of an op still running, or None
     _future = None
+    _native = None    # the native Work of an op on pycomm's worker thread, or None
 
-    def __init__(self, result, error=None, pending=None):
+    def __init__(self, result, error=None, pending=None, native=None):
         super().__init__()
         self._result = result      # what the future holds, gloo's convention: the output tensors
         if error is not None:
             self._error = error
         if pending is not None:
             self._pending = pending
+        if native is not None:
+            self._native = native
 
     def _settle(self, timeout=None):
         # Idempotent and safe from two threads: it only reads the pending future.
         pending = self._pending
         if pending is None:
+            return
+        native = self._native
+        if native is not None and not pending.done():
+            try:
+                native.wait(timeout)
+            except pycomm.CommError as e:
+                if not native.is_completed():  # the wait timed out, not the op: it goes on
+                    raise
+                self._error = e
+            self._pending = None
             return
         if not pending.done():
             try:
@@ -59,7 +75,8 @@ class Work(dist.Work):
         return True
 
     def is_completed(self):
-        return self._pending is None or self._pending.done()
+        pending, native = self._pending, self._native
+        return pending is None or pending.done() or (native is not None and native.is_completed())
 
     def is_success(self):
         if not self.is_completed():

@@ -1,6 +1,8 @@
 """torch.distributed's API over the "pycomm" backend, checked against values
 every rank can compute. argv[1]: the init method ("env://" default, or
-tcp://host:port, file:///path)."""
+tcp://host:port, file:///path). PYCOMM_TORCH_OVERLAP=1: every allreduce,
+however small, runs on pycomm's worker thread (the overlapped path)."""
+import os
 import sys
 import warnings
 
@@ -9,9 +11,12 @@ import torch.distributed as dist
 
 import pycomm
 import pycomm.torch  # noqa: F401  registers "pycomm"
+from pycomm.torch import completion
 
 R = dist.ReduceOp
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch 2.13 renamed some of the calls used here
+if os.environ.get("PYCOMM_TORCH_OVERLAP") == "1":
+    completion.OVERLAP_MIN_BYTES = 0
 
 
 def full(v, n=5, dtype=torch.float32):
@@ -158,6 +163,18 @@ def async_and_errors(r, n):
     check(fut.wait()[0], full(float(n)), "future value")
     chained = dist.all_reduce(full(1.0), async_op=True).get_future().then(lambda f: f.value()[0] * 2)
     check(chained.wait(), full(2.0 * n), "future then")
+    # Several all_reduces in flight, then blocking ops of other kinds: all done in submission order.
+    xs = [full(float(k + r), n=1000 + k) for k in range(4)]
+    works = [dist.all_reduce(t, async_op=True) for t in xs]
+    b = full(float(r))
+    dist.broadcast(b, src=n - 1)
+    m = full(float(r))
+    dist.all_reduce(m, op=R.MAX)
+    for k, (t, w) in enumerate(zip(xs, works)):
+        assert w.wait()
+        check(t, full(float(n * k + n * (n - 1) // 2), n=1000 + k), f"all_reduce {k} in flight")
+    check(b, full(float(n - 1)), "broadcast behind all_reduces in flight")
+    check(m, full(float(n - 1)), "MAX behind all_reduces in flight")
     # A failure inside pycomm (ranks call different collectives) reaches the
     # caller from wait() and through the future, on a group of its own.
     bad = dist.new_group(backend="pycomm")

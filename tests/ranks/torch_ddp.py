@@ -9,6 +9,9 @@ the host).
 Checks: pycomm's parameters are bitwise identical on every rank and equal
 gloo's within float32 tolerance; int8_hook with error feedback ends within 1%
 of the float32 run's final loss; bf16_hook trains too.
+
+PYCOMM_TORCH_OVERLAP=1: every bucket's allreduce runs on pycomm's worker
+thread while the backward pass goes on (however small the bucket).
 """
 import gc
 import hashlib
@@ -20,10 +23,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import pycomm.torch  # noqa: F401  registers "pycomm"
-from pycomm.torch import hooks
+from pycomm.torch import completion, hooks
 
 STEPS = int(os.environ.get("DDP_STEPS", "150"))
 DEVICE = os.environ.get("DDP_DEVICE", "cpu")
+if os.environ.get("PYCOMM_TORCH_OVERLAP") == "1":
+    completion.OVERLAP_MIN_BYTES = 0
 
 
 def model_and_data(rank):
