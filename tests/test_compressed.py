@@ -82,6 +82,38 @@ def test_reduce_requantize_dense_source(isa, dense_index, count):
         _C._reduce_requantize_int8(qs, ss, block, 1.0, False, 0, None, q, s, dense=dense, dense_index=5)
 
 
+@pytest.mark.parametrize("block", [32, 64, 4096])
+@pytest.mark.parametrize("feedback,stochastic", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_reduce_requantize_dequant_out(isa, block, feedback, stochastic, in_place):
+    # The dequantized output comes out of the rounding pass itself: bitwise
+    # what dequantize_int8 gives for q and scales, for NaN, all-zero and
+    # partial blocks too, written over the dense source itself or elsewhere.
+    count, nsrc = 3 * block + 5, 3
+    qs, ss = quantized_sources(nsrc, count, block, seed=block)
+    dense = np.random.default_rng(block).standard_normal(count).astype(np.float32)
+    dense[block:2 * block] = 0.0
+    qs[0][block:2 * block] = qs[2][block:2 * block] = 0  # block 1 sums to zero
+    dense[2 * block + 3] = np.nan
+    res = np.random.default_rng(1).standard_normal(count).astype(np.float32) * 1e-3 if feedback else None
+    if feedback:
+        res[block:2 * block] = 0.0
+    want_res = None if res is None else res.copy()
+    want_q, want_s = np.empty(count, np.int8), np.empty(-(-count // block), np.float32)
+    _C._reduce_requantize_int8(qs, ss, block, 2.0, stochastic, 7, want_res, want_q, want_s,
+                               dense=dense.copy(), dense_index=1)
+    q, s = np.empty_like(want_q), np.empty_like(want_s)
+    out = dense if in_place else np.full(count, 5.0, np.float32)
+    _C._reduce_requantize_int8(qs, ss, block, 2.0, stochastic, 7, res, q, s, dense=dense, dense_index=1,
+                               dequant_out=out)
+    assert np.array_equal(q, want_q) and np.array_equal(s.view(np.int32), want_s.view(np.int32))
+    if feedback:
+        assert np.array_equal(res.view(np.int32), want_res.view(np.int32))
+    want_out = pycomm.dequantize_int8(q, s, block_size=block)
+    assert np.array_equal(out.view(np.int32), want_out.view(np.int32))
+    assert np.isnan(out[2 * block:3 * block]).all() and (out.view(np.int32)[block:2 * block] == 0).all()
+
+
 def test_error_flat_in_world_size():
     """Two roundings whatever the world size: the error does not grow with it."""
     count, block = 1 << 16, 64

@@ -1,10 +1,7 @@
 // Run-time dispatch of the int8 kernels: follows the reduction kernels'
 // choice (active_isa(): PYCOMM_ISA, set_isa()).
-#include <algorithm>
-#include <vector>
-
 #include "quantize_impl.h"
-#include "reduce.h"
+#include "reduce.h"  // active_isa()
 
 namespace pycomm {
 namespace kernels {
@@ -64,18 +61,7 @@ void sum_int8_sources(const int8_t* const* q, const float* const* scales, size_t
                       size_t count, size_t block_size, const float* dense, size_t dense_index,
                       float* acc) {
   if (count == 0 || nsrc == 0 || !quant_block_size_ok(block_size)) return;
-  const QuantTable* t = quant_table();
-  for (size_t s = 0; s < nsrc; ++s) {
-    if (dense && s == dense_index) {
-      if (s == 0) {
-        copy(acc, dense, count * sizeof(float));
-      } else {
-        reduce(acc, acc, dense, count, DType::kFloat32, RedOp::kSum);
-      }
-    } else {
-      t->dequant[s != 0](q[s], scales[s], count, block_size, acc);
-    }
-  }
+  quant_table()->sum(Int8Sources{q, scales, nsrc, dense, dense_index}, count, block_size, acc);
 }
 
 void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, size_t nsrc,
@@ -83,28 +69,9 @@ void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, 
                             uint64_t seed, float* residual, int8_t* q_out, float* scales_out,
                             const float* dense, size_t dense_index, float* dequant_out) {
   if (count == 0 || nsrc == 0 || !quant_block_size_ok(block_size)) return;
-  const QuantTable* t = quant_table();
-  const QuantFn quant = t->quant[0][residual != nullptr][stochastic];
-  // A stretch of whole blocks (kQuantMaxBlock is a multiple of every block
-  // size), small enough to stay in L1 between the passes.
-  alignas(64) float acc[kQuantMaxBlock];
-  std::vector<const int8_t*> qs(nsrc);
-  std::vector<const float*> ss(nsrc);
-  for (size_t i = 0; i < count; i += kQuantMaxBlock) {
-    const size_t n = std::min(kQuantMaxBlock, count - i), blk = i / block_size;
-    for (size_t s = 0; s < nsrc; ++s) {  // the dense source's pointers may be null
-      qs[s] = q[s] ? q[s] + i : nullptr;
-      ss[s] = scales[s] ? scales[s] + blk : nullptr;
-    }
-    sum_int8_sources(qs.data(), ss.data(), nsrc, n, block_size, dense ? dense + i : nullptr,
-                     dense_index, acc);
-    if (divisor != 1.0f) {
-      for (size_t j = 0; j < n; ++j) acc[j] = acc[j] / divisor;
-    }
-    quant(acc, n, block_size, seed, i, residual ? residual + i : nullptr, q_out + i,
-          scales_out + blk);
-    if (dequant_out) t->dequant[0](q_out + i, scales_out + blk, n, block_size, dequant_out + i);
-  }
+  quant_table()->reduce_requant[residual != nullptr][stochastic][dequant_out != nullptr](
+      Int8Sources{q, scales, nsrc, dense, dense_index}, count, block_size, divisor, seed, residual,
+      q_out, scales_out, dequant_out);
 }
 
 }  // namespace kernels

@@ -42,10 +42,27 @@ using DequantFn = void (*)(const int8_t* q, const float* scales, size_t count,
                            size_t block_size, float* out);
 using WidenFn = void (*)(const void* x, size_t count, const float* residual, float* out);
 
+// The sources of a compressed reduction's sum (sum_int8_sources).
+struct Int8Sources {
+  const int8_t* const* q;
+  const float* const* scales;
+  size_t n;
+  const float* dense;  // stands for source dense_index when not null
+  size_t dense_index;
+};
+using SumFn = void (*)(const Int8Sources& src, size_t count, size_t block_size, float* acc);
+// reduce_requantize_int8: the sum, divided, quantized (and dequantized into
+// dequant_out) in one pass over each group of blocks.
+using ReduceRequantFn = void (*)(const Int8Sources& src, size_t count, size_t block_size,
+                                 float divisor, uint64_t seed, float* residual, int8_t* q,
+                                 float* scales, float* dequant_out);
+
 struct QuantTable {
   QuantFn quant[3][2][2];  // [float32, float16, bfloat16][feedback][stochastic]
   DequantFn dequant[2];    // [accumulate]
   WidenFn widen[3][2];     // [float32, float16, bfloat16][residual added]
+  SumFn sum;
+  ReduceRequantFn reduce_requant[2][2][2];  // [feedback][stochastic][dequant_out]
 };
 
 const QuantTable* quant_baseline_table();
@@ -65,6 +82,10 @@ namespace pycomm {
 namespace kernels {
 namespace PYCOMM_ISA {
 namespace quant {
+
+inline void prefetch_lines(const void* p, size_t bytes) {
+  for (size_t k = 0; k < bytes; k += 64) __builtin_prefetch(static_cast<const char*>(p) + k);
+}
 
 inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
@@ -206,6 +227,66 @@ inline float clamp127(float t) {
 
 // ---- Quantize ---------------------------------------------------------------
 
+// Values: v[0, gn) = the source's elements [g0, g0 + gn) as float32, plus
+// residual when kFeedback; prefetch(at, n): the source's elements [at, at + n).
+
+template <class In>
+struct Widened {  // quantize's input, widened
+  const typename In::T* x;
+  template <bool kFeedback>
+  void load(size_t g0, size_t gn, const float* rg, float* v) const {
+    const typename In::T* xg = x + g0;
+    if (kFeedback) {
+      for (size_t j = 0; j < gn; ++j) v[j] = In::widen(xg[j]) + rg[j];
+    } else {
+      for (size_t j = 0; j < gn; ++j) v[j] = In::widen(xg[j]);
+    }
+  }
+  void prefetch(size_t at, size_t n) const { prefetch_lines(x + at, n * sizeof(typename In::T)); }
+};
+
+template <bool kAccumulate>
+void dequantize_blocks(const int8_t* q, const float* scales, size_t count, size_t block_size,
+                       float* out);
+
+struct Summed {  // a compressed reduction's sum, in source order, divided
+  const Int8Sources& src;
+  size_t block_size;
+  float divisor;
+  template <bool kFeedback>
+  void load(size_t g0, size_t gn, const float* rg, float* v) const {
+    for (size_t s = 0; s < src.n; ++s) {
+      if (src.dense && s == src.dense_index) {
+        const float* d = src.dense + g0;
+        if (s == 0) {
+          std::memcpy(v, d, gn * sizeof(float));
+        } else {
+          for (size_t j = 0; j < gn; ++j) v[j] = v[j] + d[j];
+        }
+      } else if (s == 0) {
+        dequantize_blocks<false>(src.q[s] + g0, src.scales[s] + g0 / block_size, gn, block_size, v);
+      } else {
+        dequantize_blocks<true>(src.q[s] + g0, src.scales[s] + g0 / block_size, gn, block_size, v);
+      }
+    }
+    if (divisor != 1.0f) {
+      for (size_t j = 0; j < gn; ++j) v[j] = v[j] / divisor;
+    }
+    if (kFeedback) {
+      for (size_t j = 0; j < gn; ++j) v[j] = v[j] + rg[j];
+    }
+  }
+  void prefetch(size_t at, size_t n) const {
+    for (size_t s = 0; s < src.n; ++s) {
+      if (src.dense && s == src.dense_index) {
+        prefetch_lines(src.dense + at, n * sizeof(float));
+      } else {
+        prefetch_lines(src.q[s] + at, n);
+      }
+    }
+  }
+};
+
 // A group of whole blocks (kGroup elements, or one block when blocks are
 // larger) at a time, phase by phase: the values, then every block's maximum
 // and scale, then the rounding. Each block's maximum is a chain of dependent
@@ -214,25 +295,21 @@ inline float clamp127(float t) {
 // waited for the one before (AVX-512, 64-element blocks, in cache: 7.9 ->
 // 9.3 GB/s). 1024 elements measured best of 512..4096: larger groups leave
 // memory idle longer between the group's loads.
+// kDequant: also dq = the values q dequantizes to (r * scale, exactly what
+// dequantize_int8 gives), while they are in registers.
 constexpr size_t kGroup = 1024;
 
-template <class In, bool kFeedback, bool kStochastic>
-void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t seed,
-                     uint64_t index_base, float* residual, int8_t* q, float* scales) {
-  const auto* x = static_cast<const typename In::T*>(xv);
+template <bool kFeedback, bool kStochastic, bool kDequant, class Src>
+void quantize_groups(const Src& src, size_t count, size_t block_size, uint64_t seed,
+                     uint64_t index_base, float* residual, int8_t* q, float* scales, float* dq) {
   alignas(64) float v[kQuantMaxBlock];
   float scale_of[kGroup / kQuantMinBlock];
   const size_t group = block_size > kGroup ? block_size : kGroup;
   for (size_t g0 = 0; g0 < count; g0 += group) {
     const size_t gn = count - g0 < group ? count - g0 : group;
     const size_t nblocks = (gn + block_size - 1) / block_size;
-    const typename In::T* xg = x + g0;
     float* rg = kFeedback ? residual + g0 : nullptr;
-    if (kFeedback) {
-      for (size_t j = 0; j < gn; ++j) v[j] = In::widen(xg[j]) + rg[j];
-    } else {
-      for (size_t j = 0; j < gn; ++j) v[j] = In::widen(xg[j]);
-    }
+    src.template load<kFeedback>(g0, gn, rg, v);
     size_t b = 0;
     for (; (b + kLanes) * block_size <= gn; b += kLanes) {  // kLanes whole blocks at once
       const VF m = blocks_absmax(v + b * block_size, block_size) / 127.0f;
@@ -249,30 +326,29 @@ void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t s
       const float* vb = v + o;
       float* rb = kFeedback ? rg + o : nullptr;
       int8_t* qb = q + b0;
+      float* db = kDequant ? dq + b0 : nullptr;
       const float scale = scale_of[b];
-      // The next group's input, a line per 64 bytes of this block's, so
-      // memory streams while this group is rounded (the phases above load it
-      // in one burst, and the hardware prefetcher waits for demand loads).
+      // The next group's input, a block's worth at a time, so memory
+      // streams while this group is rounded (the phases above load it in
+      // one burst, and the hardware prefetcher waits for demand loads).
       if (const size_t next = g0 + group + o; next < count) {
-        const char* p = reinterpret_cast<const char*>(x + next);
-        const size_t bytes = (count - next < n ? count - next : n) * sizeof(typename In::T);
-        for (size_t k = 0; k < bytes; k += 64) __builtin_prefetch(p + k);
-        if (kFeedback) {
-          const char* pr = reinterpret_cast<const char*>(residual + next);
-          for (size_t k = 0; k < bytes / sizeof(typename In::T) * sizeof(float); k += 64)
-            __builtin_prefetch(pr + k);
-        }
+        src.prefetch(next, count - next < n ? count - next : n);
+        if (kFeedback) prefetch_lines(residual + next, (count - next < n ? count - next : n) * sizeof(float));
       }
       if (!(scale <= std::numeric_limits<float>::max())) {  // NaN or Inf in the block
         scales[blk] = std::numeric_limits<float>::quiet_NaN();
         std::memset(qb, 0, n);
         if (kFeedback) std::memset(rb, 0, n * sizeof(float));  // NaN must not stick
+        if (kDequant) {
+          for (size_t j = 0; j < n; ++j) db[j] = std::numeric_limits<float>::quiet_NaN();
+        }
         continue;
       }
       scales[blk] = scale;
       if (scale == 0.0f) {  // all zeros, or a maximum that underflows
         std::memset(qb, 0, n);
         if (kFeedback) std::memcpy(rb, vb, n * sizeof(float));  // v - 0 * 0 == v
+        if (kDequant) std::memset(db, 0, n * sizeof(float));   // 0 * 0 == +0
         continue;
       }
       // Clamping before rounding equals clamping after: the bounds are integers.
@@ -287,9 +363,31 @@ void quantize_blocks(const void* xv, size_t count, size_t block_size, uint64_t s
         }
         qb[j] = static_cast<int8_t>(static_cast<int32_t>(r));
         if (kFeedback) rb[j] = vb[j] - r * scale;
+        if (kDequant) db[j] = r * scale;
       }
     }
   }
+}
+
+template <class In, bool kFeedback, bool kStochastic>
+void quantize_blocks(const void* x, size_t count, size_t block_size, uint64_t seed,
+                     uint64_t index_base, float* residual, int8_t* q, float* scales) {
+  quantize_groups<kFeedback, kStochastic, false>(Widened<In>{static_cast<const typename In::T*>(x)},
+                                                 count, block_size, seed, index_base, residual, q,
+                                                 scales, nullptr);
+}
+
+template <bool kFeedback, bool kStochastic, bool kDequant>
+void reduce_requantize_blocks(const Int8Sources& src, size_t count, size_t block_size,
+                              float divisor, uint64_t seed, float* residual, int8_t* q,
+                              float* scales, float* dequant_out) {
+  quantize_groups<kFeedback, kStochastic, kDequant>(Summed{src, block_size, divisor}, count,
+                                                    block_size, seed, 0, residual, q, scales,
+                                                    dequant_out);
+}
+
+void sum_sources(const Int8Sources& src, size_t count, size_t block_size, float* acc) {
+  Summed{src, block_size, 1.0f}.load<false>(0, count, nullptr, acc);
 }
 
 // ---- Dequantize ---------------------------------------------------------------
@@ -341,6 +439,15 @@ constexpr QuantTable kQuantTable = {
     {{quant::widen_blocks<quant::InF32, false>, quant::widen_blocks<quant::InF32, true>},
      {quant::widen_blocks<quant::InF16, false>, quant::widen_blocks<quant::InF16, true>},
      {quant::widen_blocks<quant::InBF16, false>, quant::widen_blocks<quant::InBF16, true>}},
+    quant::sum_sources,
+    {{{quant::reduce_requantize_blocks<false, false, false>,
+       quant::reduce_requantize_blocks<false, false, true>},
+      {quant::reduce_requantize_blocks<false, true, false>,
+       quant::reduce_requantize_blocks<false, true, true>}},
+     {{quant::reduce_requantize_blocks<true, false, false>,
+       quant::reduce_requantize_blocks<true, false, true>},
+      {quant::reduce_requantize_blocks<true, true, false>,
+       quant::reduce_requantize_blocks<true, true, true>}}},
 };
 
 }  // namespace PYCOMM_ISA

@@ -74,15 +74,15 @@ void sum_int8_sources(const int8_t* const* q, const float* const* scales, size_t
 // then quantize_int8(acc) as float32 input, with residual/stochastic/seed as
 // there (index = element index within this call). q[s] / scales[s] are
 // source s's int8 values and block scales for the same `count` elements.
-// The float32 sum never leaves the cache: it is formed and requantized one
-// stretch of blocks at a time. The CUDA kernel of the same name matches it
-// bit for bit.
+// The float32 sum never leaves registers and L1: it is formed, quantized and
+// (dequant_out) dequantized one group of blocks at a time, in one pass. The
+// CUDA kernel of the same name matches it bit for bit.
 //
 // dense (optional): source `dense_index` is these float32 values, taken as
 // they are (q and scales of that index are not read): the owner's own
 // contribution, which never travels and so is never quantized.
-// dequant_out (optional): also writes dequantize(q_out, scales_out) there,
-// while the stretch is in cache.
+// dequant_out (optional): also writes dequantize(q_out, scales_out) there.
+// It may be dense itself (each group is read before it is written).
 void reduce_requantize_int8(const int8_t* const* q, const float* const* scales, size_t nsrc,
                             size_t count, size_t block_size, float divisor, bool stochastic,
                             uint64_t seed, float* residual, int8_t* q_out, float* scales_out,
