@@ -560,6 +560,25 @@ class TorchStore(Store):
     def delete(self, key):
         self._store.delete_key(key)
 
+    def local_address(self):
+        """This host's address on the route to a torch TCPStore's server (as
+        pycomm's own TCPStore knows from its connection), or None. Without it
+        the TCP transport would listen on what the hostname resolves to, often
+        127.0.1.1 or an address the other hosts cannot reach."""
+        store = self._store
+        while hasattr(store, "underlying_store"):  # PrefixStores, down to the real one
+            store = store.underlying_store
+        host = getattr(store, "host", None)
+        if not host:
+            return None  # FileStore, HashStore: no route to learn from
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((host, getattr(store, "port", 0) or 9))  # a route lookup: nothing is sent
+                addr = s.getsockname()[0]
+        except OSError:
+            return None
+        return None if addr.startswith("0.") else addr
+
     def close(self):
         self._store = None  # torch stores close when the last reference goes
 

@@ -1,8 +1,9 @@
 """Every collective and the compressed allreduce across 3 emulated hosts x 2
 ranks (network namespaces joined by a bridge, bench/cluster.py): TCP between
-the hosts, checked against numpy on every rank; and the mpirun programs on
-2 hosts launched by Open MPI. Runs where root and `ip
+the hosts, checked against numpy on every rank; the torch backend and DDP;
+and the mpirun programs on 2 hosts launched by Open MPI. Runs where root and `ip
 netns` are available (CI), skipped with the reason elsewhere."""
+import importlib.util
 import os
 import sys
 
@@ -45,6 +46,17 @@ def test_collectives_across_hosts_flat():
 
 def test_compressed_across_hosts():
     assert "compressed ok on 6 ranks" in run("compressed.py")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torch_backend_and_ddp_across_hosts():
+    # init_process_group("pycomm") across hosts: the TCP transport listens on
+    # the address that routes to the c10d store (the hostname, which every
+    # namespace shares, resolves to an address no peer reaches: init hung).
+    # Every all_reduce overlapped, as auto does for large ones across hosts.
+    env = {"PYCOMM_TORCH_OVERLAP": "1", "DDP_STEPS": "20"}
+    assert "torch backend ok" in run("torch_backend.py", env=env)
+    assert "ddp ok" in run("torch_ddp.py", env=env)
 
 
 def test_cleanup_on_failure():

@@ -491,6 +491,24 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     def _end_coalescing(self, device=None):
         return Work([])
 
+    def _get_backend(self, device):
+        """This group is its own backend for the devices pycomm serves.
+
+        torch registers no per-device backend on a Python ProcessGroup that a
+        plug-in returns, so ProcessGroup._get_backend raises "No backend type
+        associated with device type cpu". torch >= 2.14's batch_isend_irecv
+        calls it on every ProcessGroup subclass (2.13 only on a plain
+        ProcessGroup) and reads `supports_coalescing` (absent here: no
+        coalescing, each op runs on its own)."""
+        try:
+            return super()._get_backend(device)
+        except RuntimeError:
+            from . import _devices
+
+            if torch.device(device).type in _devices():
+                return self
+            raise
+
     def abort(self):
         self.comm.abort("process group aborted")
         self._p2p.close()
