@@ -16,7 +16,9 @@ bf16_hook / fp16_hook cast the bucket to half precision, allreduce that
 
 `process_group=None` means the default group (as in torch's built-in hooks):
 pass the group explicitly when DDP runs on a subgroup. The group must be a
-"pycomm" one.
+"pycomm" one. Where the group overlaps its large all_reduces with the caller
+(PYCOMM_TORCH_OVERLAP), the hooks' allreduces overlap the backward pass too:
+they return a future that the group's completion thread sets.
 """
 import torch
 import torch.distributed as dist
@@ -29,13 +31,13 @@ from .process_group import ProcessGroupPycomm
 __all__ = ["Int8State", "int8_hook", "bf16_hook", "fp16_hook"]
 
 
-def _comm(group):
+def _group(group):
     if group is None:
         group = dist.distributed_c10d._get_default_group()
     if not isinstance(group, ProcessGroupPycomm):
         raise TypeError(f"pycomm hooks need a 'pycomm' process group, got {type(group).__name__} "
                         "(init_process_group('pycomm') or pass process_group=...)")
-    return group.comm
+    return group
 
 
 def _done(value=None, error=None):
@@ -98,15 +100,21 @@ def int8_hook(state, bucket):
     """Averages the bucket with pycomm's int8 allreduce (see the module doc)."""
     buf = bucket.buffer()
     try:
-        comm = _comm(state.process_group)
+        group = _group(state.process_group)
+        comm = group.comm
         ef, carried = state._residual_for(bucket, buf) if state.error_feedback else (None, None)
         x = buf
         if carried is not None:
             x = buf.float() + carried if buf.dtype != torch.float32 else buf.add_(carried)
         if x.dtype == torch.float32:
-            comm.allreduce(x, op="avg", compress="int8", block_size=state.block_size, error_feedback=ef)
-            if x is not buf:
-                buf.copy_(x)
+            overlap = group._overlapped(x.numel() * 4)  # on pycomm's worker thread, as the group's all_reduce
+            w = comm.allreduce(x, op="avg", compress="int8", block_size=state.block_size, error_feedback=ef,
+                               async_op=overlap)
+            then = None if x is buf else (lambda: buf.copy_(x))
+            if overlap:
+                return group._future(w, buf, then)
+            if then is not None:
+                then()
         else:
             out = comm.allreduce(x, op="avg", compress="int8", block_size=state.block_size, error_feedback=ef)
             buf.copy_(out)
@@ -117,12 +125,14 @@ def int8_hook(state, bucket):
 
 def _half_hook(dtype):
     def hook(state, bucket):
-        group = getattr(state, "process_group", state)
         buf = bucket.buffer()
         try:
-            comm = _comm(group)
+            group = _group(getattr(state, "process_group", state))
             half = buf.to(dtype)
-            comm.allreduce(half, op="avg")
+            overlap = group._overlapped(half.numel() * half.element_size())
+            w = group.comm.allreduce(half, op="avg", async_op=overlap)
+            if overlap:
+                return group._future(w, buf, lambda: buf.copy_(half))
             buf.copy_(half)
         except CommError as e:
             return _done(error=e)

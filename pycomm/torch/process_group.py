@@ -162,6 +162,31 @@ class ProcessGroupPycomm(dist.ProcessGroup):
             return Work(result, error=e)
         return Work(result)
 
+    def _overlapped(self, nbytes):
+        """Whether an op of nbytes runs on pycomm's worker thread (completion.py)."""
+        return self._overlap is not None and nbytes >= self._overlap
+
+    def _future(self, native, value, then=None):
+        """A torch Future for `native`, an op submitted with async_op=True: set
+        on the completion thread to `value` once the op is done and then() ran,
+        or to the op's error (the comm hooks' overlapped path)."""
+        fut = torch.futures.Future()
+
+        def settle(done):
+            error = done.exception()
+            if error is None and then is not None:
+                try:
+                    then()
+                except Exception as e:  # noqa: BLE001  handed to whoever waits on the future
+                    error = e
+            if error is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(error)
+
+        self._completer.add(native).add_done_callback(settle)
+        return fut
+
     # -- reductions --------------------------------------------------------------
 
     def allreduce(self, tensors, opts=None):
@@ -180,7 +205,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                     and not t.requires_grad):
                 # Straight to the native core (what Communicator.allreduce does for host buffers).
                 comm = self.comm
-                overlap = self._overlap is not None and t.numel() * t.element_size() >= self._overlap
+                overlap = self._overlapped(t.numel() * t.element_size())
                 try:
                     native = comm._native.allreduce(t, None, code, overlap, self._timeout)
                 except CommError as e:
