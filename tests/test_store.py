@@ -324,4 +324,7 @@ def test_torch_store():
         store.get("a/b", 0.1)
     store.barrier("bar", 0, 1, timeout=1)
     assert store.allgather("ag", 0, 1, b"x", timeout=1) == [b"x"]
+    # The address on the route to the TCPStore's server, through any PrefixStores; none for other stores.
+    assert TorchStore(dist.PrefixStore("x", dist.PrefixStore("y", c10d))).local_address() == "127.0.0.1"
+    assert TorchStore(dist.HashStore()).local_address() is None
     store.close()
