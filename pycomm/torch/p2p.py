@@ -6,7 +6,10 @@ destination, tag) and returns: it never waits for the receiver, so
 `batch_isend_irecv`, which posts receives before sends on every rank, cannot
 deadlock. Receives run in posting order on one thread of their own, with a
 clone of the store (a c10d store connection is busy for the whole of a
-blocking get), and delete each key once read.
+blocking get), and delete each key once read. Where torch's Store has no
+clone() (torch 2.3), that thread shares the group's store and polls it with
+check() instead of blocking on it, so sends and the communicator's own
+store traffic are never held up behind a receive.
 
 Every byte goes through the store's server: fine for the control-sized
 messages pipelines and tests exchange, slow for bulk data.
@@ -35,6 +38,7 @@ class StoreP2P:
         self._sent = collections.Counter()      # (dst, tag) -> messages sent
         self._received = collections.Counter()  # (src, tag) -> messages received (receive thread only)
         self._recv_store = None
+        self._poll = False  # True: no Store.clone(); receives poll the shared store
         self._pool = None
 
     def _key(self, src, dst, tag, n):
@@ -54,15 +58,18 @@ class StoreP2P:
         if src is not None and (not 0 <= src < self._size or src == self._rank):
             raise ValueError(f"recv: invalid source rank {src} (this is rank {self._rank} of {self._size})")
         if self._pool is None:
-            self._recv_store = self._store.clone()
-            self._recv_store.set_timeout(timedelta(seconds=self._timeout))
+            if hasattr(self._store, "clone"):
+                self._recv_store = self._store.clone()
+                self._recv_store.set_timeout(timedelta(seconds=self._timeout))
+            else:
+                self._recv_store, self._poll = self._store, True
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="pycomm-recv")
         return self._pool.submit(self._receive, tensor, src, tag)
 
     def _receive(self, tensor, src, tag):
         store = self._recv_store
-        if src is None:
-            src, key = self._poll_any(tag)
+        if src is None or self._poll:
+            src, key = self._poll_for(tag, src)
         else:
             key = self._key(src, self._rank, tag, self._received[(src, tag)])
             store.wait([key])
@@ -83,18 +90,20 @@ class StoreP2P:
             tensor.copy_(staged)
         return src
 
-    def _poll_any(self, tag):
+    def _poll_for(self, tag, src=None):
+        """(source, key) of the next message from src (None: any rank), polling the store."""
         store = self._recv_store
+        sources = [r for r in range(self._size) if r != self._rank] if src is None else [src]
         deadline = time.monotonic() + self._timeout
         delay = 0.0005
         while True:
-            for src in range(self._size):
-                if src != self._rank:
-                    key = self._key(src, self._rank, tag, self._received[(src, tag)])
-                    if store.check([key]):
-                        return src, key
+            for r in sources:
+                key = self._key(r, self._rank, tag, self._received[(r, tag)])
+                if store.check([key]):
+                    return r, key
             if time.monotonic() > deadline:
-                raise TimeoutError(f"recv from any source (tag {tag}): nothing arrived in {self._timeout:g}s")
+                who = "any source" if src is None else f"rank {src}"
+                raise TimeoutError(f"recv from {who} (tag {tag}): nothing arrived in {self._timeout:g}s")
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
 
