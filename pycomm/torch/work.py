@@ -12,13 +12,58 @@ another thread); such a Work is created completed. Ops that finish later
 thread running or completing them; an overlapped allreduce also passes its
 native Work, which `wait()` waits on directly, so a blocking caller does not
 wait for the completion thread to be scheduled as well.
+
+Older torch (2.3) keeps only the C++ half of a Work that a Python process
+group returns to a C++ caller (DDP's reducer and parameter check, module
+state broadcasts): the Python object is freed as soon as the call returns,
+so the caller's wait() falls to c10d::Work::wait, which never returns, and
+getFuture() throws. Newer torch holds the Python object for as long as C++
+holds the Work (PyWorkHolder). Where torch does not (probed once, at
+import), each Work is kept alive here until its first wait() or
+get_future(), the calls torch's C++ code makes, or until _HELD_MAX newer
+Works are held (a Python caller that never waits).
 """
+import collections
+import weakref
+
 import torch
 import torch.distributed as dist
 
 import pycomm
 
 __all__ = ["Work"]
+
+
+def _torch_keeps_python_works():
+    """Whether torch keeps a Python Work alive while C++ holds it: a probe
+    through the C++ entry point of a throwaway Python process group."""
+    try:
+        refs = []
+
+        class _Work(dist.Work):
+            def wait(self, timeout=None):
+                return True
+
+        class _Group(dist.ProcessGroup):
+            def getBackendName(self):
+                return "pycomm-probe"
+
+            def allreduce(self, tensors, opts=None):
+                w = _Work()
+                refs.append(weakref.ref(w))
+                return w
+
+        work = dist.ProcessGroup.allreduce(_Group(0, 1), [torch.zeros(1)], dist.AllreduceOptions())
+        alive = bool(refs) and refs[0]() is not None
+        del work
+        return alive
+    except Exception:  # noqa: BLE001  unknown torch: holding Works is harmless
+        return False
+
+
+_HOLD = not _torch_keeps_python_works()
+_HELD_MAX = 1024
+_held = collections.OrderedDict()  # id(work) -> work, oldest first (only where _HOLD)
 
 
 class Work(dist.Work):
@@ -39,6 +84,10 @@ class Work(dist.Work):
             self._pending = pending
         if native is not None:
             self._native = native
+        if _HOLD:
+            _held[id(self)] = self
+            if len(_held) > _HELD_MAX:
+                _held.popitem(last=False)
 
     def _settle(self, timeout=None):
         # Idempotent and safe from two threads: it only reads the pending future.
@@ -66,6 +115,8 @@ class Work(dist.Work):
         self._pending = None
 
     def wait(self, timeout=None):
+        if _HOLD:
+            _held.pop(id(self), None)
         secs = None
         if timeout is not None and hasattr(timeout, "total_seconds"):
             secs = timeout.total_seconds() or None  # torch's default timedelta(0) means "no limit"
@@ -105,6 +156,8 @@ class Work(dist.Work):
         pass  # CPU ops; GPU ops are complete on the caller's stream when pycomm returns
 
     def get_future(self):
+        if _HOLD:
+            _held.pop(id(self), None)
         if self._future is None:
             fut = torch.futures.Future()
             if self._pending is None:

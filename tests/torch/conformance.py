@@ -22,6 +22,7 @@ Not collected by the default test run (its name has no test_ prefix);
 tests/test_torch.py runs a fixed subset of it. See CONFORMANCE.md.
 """
 import os
+import unittest
 
 AS_GLOO = os.environ.get("PYCOMM_AS_GLOO") == "1"
 if AS_GLOO:
@@ -69,6 +70,16 @@ from torch.testing._internal.distributed.distributed_test import (  # noqa: E402
 
 
 class TestPycommBackend(TestDistBackend, DistributedTest._DistTestBase):
+    def __init__(self, method_name="runTest", methodName="runTest"):
+        name = methodName if methodName != "runTest" else method_name
+        if name == "runTest":
+            # pytest (8.2 on) makes a throwaway instance named "runTest" while
+            # collecting; torch 2.3's MultiProcessTestCase looks that method up
+            # and raises (newer torch skips it, as this does).
+            unittest.TestCase.__init__(self, "runTest")
+            return
+        super().__init__(name)
+
     def setUp(self):
         super().setUp()
         self._spawn_processes()
