@@ -117,7 +117,10 @@ def main():
     rows = []
     for name, *_ in runs:
         t = torch.tensor(times[name], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=gloo)  # each step's slowest rank
+        # Each step's slowest rank. Not over gloo: older torch (2.3) destroys a gloo
+        # group holding the GIL, and a gloo worker still releasing this tensor then
+        # deadlocks with it when main() returns (pytorch PR 154976 releases the GIL there).
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=world)
         rows.append((name, t.median().item()))
     nparams = sum(p.numel() for p in runs[0][2].module.parameters())
     if dist.get_rank() == 0:
