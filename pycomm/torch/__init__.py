@@ -12,28 +12,18 @@ plug-in, and a plug-in that fails to import breaks `import torch` itself.
 """
 import torch.distributed as dist
 
-from pycomm import _C
-
-from .process_group import ProcessGroupPycomm, create
+from .process_group import ProcessGroupPycomm, create, devices
 
 __all__ = ["ProcessGroupPycomm", "BACKEND", "register"]
 
 BACKEND = "pycomm"
 
 
-def _devices():
-    try:
-        cuda = bool(_C.cuda.built())
-    except AttributeError:
-        cuda = False
-    return ["cpu", "cuda"] if cuda else ["cpu"]
-
-
 def register():
     """Registers the backend "pycomm" with torch.distributed (idempotent)."""
     if BACKEND.upper() in dist.Backend._plugins:
         return
-    dist.Backend.register_backend(BACKEND, create, extended_api=True, devices=_devices())
+    dist.Backend.register_backend(BACKEND, create, extended_api=True, devices=devices())
 
 
 register()

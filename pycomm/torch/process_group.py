@@ -29,10 +29,11 @@ from pycomm.ops import op_code
 from pycomm.store import TorchStore
 
 from .completion import Completer, overlap_bytes
+from .monitored_barrier import MonitoredBarrier
 from .p2p import StoreP2P
 from .work import Work
 
-__all__ = ["ProcessGroupPycomm"]
+__all__ = ["ProcessGroupPycomm", "devices"]
 
 _R = dist.ReduceOp.RedOpType
 _OPS = {int(_R.SUM): "sum", int(_R.AVG): "avg", int(_R.PRODUCT): "prod", int(_R.MIN): "min",
@@ -42,6 +43,15 @@ _NAMES = {code: _OPS[k] for k, code in _CODES.items()}
 _NATIVE = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
            torch.int32, torch.int64}
 _COMPLEX = {torch.complex64, torch.complex128}
+
+
+def devices():
+    """The device types this pycomm build serves: "cpu", and "cuda" when built with CUDA."""
+    try:
+        cuda = bool(pycomm._C.cuda.built())
+    except AttributeError:
+        cuda = False
+    return ["cpu", "cuda"] if cuda else ["cpu"]
 
 
 def _op(opts):
@@ -116,6 +126,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         self.comm = pycomm.Communicator(rank, size, TorchStore(store), timeout=self._timeout,
                                         name=f"torch/{group_name}")
         self._p2p = StoreP2P(store, rank, size, self._timeout)
+        self._monitored_barrier = MonitoredBarrier(store, rank, size)
         self._overlap = overlap_bytes(self.comm._hosts, rank)  # None: every op inline
         self._completer = Completer(f"torch/{group_name}")
 
@@ -487,6 +498,13 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     def barrier(self, opts=None):
         return self._run([], self.comm.barrier)
 
+    def monitored_barrier(self, timeout=None, wait_all_ranks=False):
+        """A barrier that names the ranks missing from it (rank 0 raises
+        "Rank N failed to pass monitoredBarrier ..."); through the store, so it
+        works while the communicator is stuck (monitored_barrier.py).
+        timeout: a timedelta or seconds; None = the group's."""
+        self._monitored_barrier(self._timeout if timeout is None else timeout, wait_all_ranks)
+
     # -- point to point (composed over the store) ----------------------------------
 
     def send(self, tensors, dst, tag=0):
@@ -528,11 +546,16 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         try:
             return super()._get_backend(device)
         except RuntimeError:
-            from . import _devices
-
-            if torch.device(device).type in _devices():
+            if torch.device(device).type in devices():
                 return self
             raise
+
+    @property
+    def _device_types(self):
+        """The devices this group serves, as gloo's group lists its own
+        (torch registers none on a Python ProcessGroup a plug-in returns;
+        torch >= 2.14's monitored_barrier and object collectives read it)."""
+        return [torch.device(d) for d in devices()]
 
     def abort(self):
         self.comm.abort("process group aborted")

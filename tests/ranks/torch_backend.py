@@ -3,8 +3,10 @@ every rank can compute. argv[1]: the init method ("env://" default, or
 tcp://host:port, file:///path). PYCOMM_TORCH_OVERLAP=1: every allreduce,
 however small, runs on pycomm's worker thread (the overlapped path)."""
 import os
+import re
 import sys
 import warnings
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -221,6 +223,46 @@ def groups(r, n):
             check(z, full(1.0, 2), "two-rank group")
 
 
+def _raises(fn, pattern, what):
+    try:
+        fn()
+    except pycomm.CommError as e:
+        assert re.search(pattern, str(e)), f"{what}: {e}"
+    else:
+        raise AssertionError(f"{what}: no error")
+
+
+def monitored(r, n):
+    """monitored_barrier: passes when every rank comes; rank 0 names the
+    missing ranks; each failure case on a group of its own (a rank that
+    skipped a call is a call behind on that group from then on)."""
+    pg = dist.group.WORLD
+    assert torch.device("cpu") in pg._device_types
+    pg.monitored_barrier(timedelta(seconds=30))
+    pg.monitored_barrier(30.0, wait_all_ranks=True)
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 14):
+        dist.monitored_barrier(timeout=timedelta(seconds=30))  # earlier torch lets only gloo's groups in
+    one_missing, all_missing, rank0_late = (dist.new_group(backend="pycomm") for _ in range(3))
+    if r == 0:
+        _raises(lambda: one_missing.monitored_barrier(timedelta(seconds=0.5)),
+                rf"^Rank {n - 1} failed to pass monitoredBarrier in 500 ms", "one rank missing")
+        ranks = ", ".join(str(k) for k in range(1, n))
+        _raises(lambda: all_missing.monitored_barrier(timedelta(seconds=0.3), wait_all_ranks=True),
+                rf"^Ranks {ranks} failed to pass monitoredBarrier in 300 ms", "wait_all_ranks")
+        _raises(lambda: rank0_late.monitored_barrier(0), r"^Rank 0 timed out in monitoredBarrier", "timeout 0")
+        try:
+            pg.monitored_barrier(-1)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("a negative timeout was accepted")
+    elif r != n - 1:
+        _raises(lambda: one_missing.monitored_barrier(timedelta(seconds=2)),
+                rf"^Rank {r} successfully reached monitoredBarrier, but received errors .* from rank 0",
+                "released by no one")
+    dist.barrier()
+
+
 def main():
     init = sys.argv[1] if len(sys.argv) > 1 else "env://"
     kw = {}
@@ -236,6 +278,7 @@ def main():
         point_to_point(r, n)
         async_and_errors(r, n)
         groups(r, n)
+        monitored(r, n)
     dist.barrier()
     dist.destroy_process_group()
     if r == 0:
