@@ -1,101 +1,27 @@
-"""Bootstrap key-value stores: how ranks find each other before any data moves.
+"""TCPStore: a store served over TCP by one process (usually rank 0).
 
-A `Store` is the small rendezvous interface every launcher can provide: set,
-blocking get, atomic add, delete. pycomm ships a TCP store (rank 0 hosts it), a
-file store (a shared directory) and an adapter over torch's c10d stores;
-`store_from_env` picks one from the variables launchers set.
-
-Keys are strings, values bytes. Counters made by `add` read back through `get`
-as ASCII decimal (b"3"), as in torch's c10d stores, so the two interoperate.
+Wire protocol, all integers big-endian:
+  request:  u8 command, u32 key length, u64 value length, key (UTF-8), value
+            SET: value = data;  GET: value = f64 timeout in seconds
+            ADD: value = i64 amount;  DELETE: no value
+  response: u8 status, u64 payload length, payload
+            OK: GET -> data, ADD -> i64 new value;  TIMEOUT: empty;  ERROR: UTF-8 message
+A GET of a missing key is parked on the server until the key is set or its
+timeout passes, so clients never poll. A connection's requests are answered in order.
 """
-import abc
 import errno
-import fcntl
-import hashlib
 import math
-import os
 import selectors
 import socket
 import struct
-import tempfile
 import threading
 import time
 import urllib.parse
 
-from .errors import CommError, PeerLostError, TimeoutError
+from ..errors import CommError, PeerLostError, TimeoutError
+from .base import Store, remaining
 
-__all__ = ["Store", "TCPStore", "FileStore", "TorchStore", "store_from_env"]
-
-
-def _remaining(deadline):
-    return max(0.0, deadline - time.monotonic())
-
-
-class Store(abc.ABC):
-    """Key-value rendezvous. Implementations must be safe to use from several processes."""
-
-    @abc.abstractmethod
-    def set(self, key: str, value: bytes) -> None:
-        """Stores `value` under `key`, replacing any previous value."""
-
-    @abc.abstractmethod
-    def get(self, key: str, timeout: float) -> bytes:
-        """Returns the value of `key`, waiting up to `timeout` seconds for it to be set.
-
-        Raises pycomm.TimeoutError naming the key if it does not appear in time.
-        """
-
-    @abc.abstractmethod
-    def add(self, key: str, amount: int) -> int:
-        """Atomically adds `amount` to the counter `key` (missing counts as 0); returns the new value."""
-
-    @abc.abstractmethod
-    def delete(self, key: str) -> None:
-        """Removes `key`; a missing key is not an error."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Releases the store's connections. Idempotent."""
-
-    def allgather(self, prefix: str, rank: int, size: int, data: bytes, timeout: float) -> list:
-        """Every rank contributes `data`; returns all contributions in rank order.
-
-        `prefix` must be unique per call: the keys it writes are never reused.
-        """
-        deadline = time.monotonic() + timeout
-        self.set(f"{prefix}/{rank}", data)
-        return [self.get(f"{prefix}/{r}", _remaining(deadline)) for r in range(size)]
-
-    def barrier(self, prefix: str, rank: int, size: int, timeout: float) -> None:
-        """Returns once all `size` ranks have entered the barrier. `prefix` must be unique per call."""
-        arrived = f"{prefix}/arrived"
-        # The last rank to arrive opens the barrier for everyone.
-        if self.add(arrived, 1) == size:
-            self.set(f"{prefix}/open", b"")
-        try:
-            self.get(f"{prefix}/open", timeout)
-        except TimeoutError:
-            count = int(self.get(arrived, 0))
-            raise TimeoutError(
-                f"barrier {prefix!r}: rank {rank} waited {timeout:g}s but only {count} of {size} ranks arrived"
-            ) from None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-# ---------------------------------------------------------------------------
-# TCP store. Wire protocol, all integers big-endian:
-#   request:  u8 command, u32 key length, u64 value length, key (UTF-8), value
-#             SET: value = data;  GET: value = f64 timeout in seconds
-#             ADD: value = i64 amount;  DELETE: no value
-#   response: u8 status, u64 payload length, payload
-#             OK: GET -> data, ADD -> i64 new value;  TIMEOUT: empty;  ERROR: UTF-8 message
-# A GET of a missing key is parked on the server until the key is set or its
-# timeout passes, so clients never poll. A connection's requests are answered in order.
+__all__ = ["TCPStore"]
 
 _SET, _GET, _ADD, _DELETE = 1, 2, 3, 4
 _OK, _TIMEOUT, _ERROR = 0, 1, 2
@@ -155,7 +81,7 @@ class _Server:
 
     def _run(self):
         try:
-            while self._drain_deadline is None or (self._conns and _remaining(self._drain_deadline) > 0):
+            while self._drain_deadline is None or (self._conns and remaining(self._drain_deadline) > 0):
                 for key, mask in self._sel.select(self._next_deadline()):
                     if key.data == "accept":
                         self._accept()
@@ -182,7 +108,7 @@ class _Server:
         if self._drain_deadline is not None:
             deadlines.append(self._drain_deadline)
         # Capped: select() rejects huge timeouts, and waking once a minute costs nothing.
-        return min(_remaining(min(deadlines)), 60.0) if deadlines else None
+        return min(remaining(min(deadlines)), 60.0) if deadlines else None
 
     def _accept(self):
         try:
@@ -321,7 +247,7 @@ def _connect(host, port, timeout):
     delay = 0.01
     while True:
         try:
-            sock = socket.create_connection((host, port), timeout=max(_remaining(deadline), 0.01))
+            sock = socket.create_connection((host, port), timeout=max(remaining(deadline), 0.01))
         except OSError as e:
             if time.monotonic() + delay > deadline:
                 raise TimeoutError(
@@ -454,163 +380,3 @@ def _recv_exact(sock, n):
             raise ConnectionResetError(errno.ECONNRESET, "closed by the server")
         got += k
     return bytes(buf)
-
-
-class FileStore(Store):
-    """A store in a directory, for ranks that share a filesystem and nothing else.
-
-    Each key is one file, replaced atomically (write a temp file, rename), so a
-    reader sees either no value or a whole one. `get` polls. Counters are
-    updated under an flock on one lock file. Files are created 0600 and a
-    missing directory 0700: store values may carry addresses and tokens.
-    """
-
-    def __init__(self, directory: str):
-        self.directory = os.path.abspath(directory)
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        self._lock_path = os.path.join(self.directory, ".lock")
-
-    def _path(self, key):
-        # Quote "/" and every other special character so a key is one file inside the directory.
-        name = urllib.parse.quote(key, safe="")
-        if len(name) > 200:  # file names are limited to 255 bytes
-            return os.path.join(self.directory, "h_" + hashlib.sha256(key.encode()).hexdigest())
-        return os.path.join(self.directory, "k_" + name)
-
-    def set(self, key, value):
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")  # mkstemp creates 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(value)
-            os.rename(tmp, self._path(key))
-        except BaseException:
-            os.unlink(tmp)
-            raise
-
-    def get(self, key, timeout):
-        path = self._path(key)
-        start = time.monotonic()
-        deadline = start + timeout
-        delay = 0.001
-        while True:
-            try:
-                with open(path, "rb") as f:
-                    return f.read()
-            except FileNotFoundError:
-                pass
-            left = _remaining(deadline)
-            if left == 0:
-                raise TimeoutError(
-                    f"FileStore {self.directory}: get({key!r}) timed out after {time.monotonic() - start:.2f}s"
-                )
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 0.05)
-
-    def add(self, key, amount):
-        # Open the lock file per call: flock locks belong to the open file, and a
-        # descriptor inherited across fork would be one lock shared by both processes.
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held only for a read and a write; released if the holder dies
-            try:
-                with open(self._path(key), "rb") as f:
-                    total = int(f.read()) + amount
-            except FileNotFoundError:
-                total = amount
-            self.set(key, str(total).encode())
-            return total
-        finally:
-            os.close(fd)
-
-    def delete(self, key):
-        try:
-            os.unlink(self._path(key))
-        except FileNotFoundError:
-            pass
-
-    def close(self):
-        pass  # nothing is held between calls
-
-
-class TorchStore(Store):
-    """Adapter over a torch.distributed.Store (TCPStore, FileStore, PrefixStore, ...)."""
-
-    def __init__(self, c10d_store):
-        self._store = c10d_store
-
-    def set(self, key, value):
-        self._store.set(key, bytes(value))
-
-    def get(self, key, timeout):
-        from datetime import timedelta
-
-        import torch.distributed as dist
-
-        start = time.monotonic()
-        # c10d reads a zero timeout as "wait forever"; an exhausted deadline must still expire.
-        try:
-            self._store.wait([key], timedelta(seconds=max(timeout, 0.001)))
-        except dist.DistStoreError:
-            raise TimeoutError(f"torch store: get({key!r}) timed out after {time.monotonic() - start:.2f}s") from None
-        return self._store.get(key)
-
-    def add(self, key, amount):
-        return self._store.add(key, amount)
-
-    def delete(self, key):
-        self._store.delete_key(key)
-
-    def local_address(self):
-        """This host's address on the route to a torch TCPStore's server (as
-        pycomm's own TCPStore knows from its connection), or None. Without it
-        the TCP transport would listen on what the hostname resolves to, often
-        127.0.1.1 or an address the other hosts cannot reach."""
-        store = self._store
-        while hasattr(store, "underlying_store"):  # PrefixStores, down to the real one
-            store = store.underlying_store
-        host = getattr(store, "host", None)
-        if not host:
-            return None  # FileStore, HashStore: no route to learn from
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.connect((host, getattr(store, "port", 0) or 9))  # a route lookup: nothing is sent
-                addr = s.getsockname()[0]
-        except OSError:
-            return None
-        return None if addr.startswith("0.") else addr
-
-    def close(self):
-        self._store = None  # torch stores close when the last reference goes
-
-
-def store_from_env(rank: int, world_size: int, timeout: float) -> Store:
-    """The store a launcher set up for this process, found from environment variables.
-
-    - PYCOMM_STORE=file:///path -> FileStore; PYCOMM_STORE=tcp://host:port -> TCPStore (rank 0 serves)
-    - under torchrun (TORCHELASTIC_USE_AGENT_STORE=True): the agent's c10d store at MASTER_ADDR:MASTER_PORT
-    - otherwise MASTER_ADDR and MASTER_PORT -> TCPStore served by rank 0 (pycomm.launch sets these)
-    """
-    url = os.environ.get("PYCOMM_STORE")
-    if url:
-        if url.startswith("file://"):
-            return FileStore(url[len("file://"):])
-        if url.startswith("tcp://"):
-            return TCPStore.from_url(url, rank == 0, timeout, world_size)
-        raise ValueError(f"PYCOMM_STORE={url!r}: expected file:///path or tcp://host:port")
-    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
-    if missing:
-        raise ValueError(f"no rendezvous configured: set PYCOMM_STORE, or {' and '.join(missing)}")
-    addr, port = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
-    if not port.isdigit():
-        raise ValueError(f"MASTER_PORT={port!r} is not a port number")
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-        from datetime import timedelta
-
-        import torch.distributed as dist
-
-        c10d = dist.TCPStore(addr, int(port), is_master=False, timeout=timedelta(seconds=timeout))
-        # torchrun restarts workers against the same agent store: scope keys by
-        # attempt so a restarted rank never reads values from the previous one.
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        return TorchStore(dist.PrefixStore(f"pycomm/{attempt}", c10d))
-    return TCPStore(addr, int(port), rank == 0, timeout, world_size)
