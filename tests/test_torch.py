@@ -95,7 +95,7 @@ def test_ddp_matches_gloo_and_hooks(n, steps, overlap):
 # The second set runs with the suite selecting tests as for gloo (PYCOMM_AS_GLOO=1).
 CONFORMANCE_SUBSET = ["test_all_reduce_sum_async", "test_send_recv_any_source", "test_DistributedDataParallelCPU"]
 CONFORMANCE_AS_GLOO = ["test_accumulate_gradients_no_sync_allreduce_hook", "test_sparse_all_reduce_sum",
-                       "test_barrier_timeout_full_group"]
+                       "test_barrier_timeout_full_group", "test_monitored_barrier_gloo_rank_0_timeout"]
 
 
 @pytest.mark.parametrize("as_gloo", [False, True], ids=["as-pycomm", "as-gloo"])

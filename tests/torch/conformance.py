@@ -63,13 +63,12 @@ for feature in ("plugin", "ddp", "subgroup"):
     DistTestCases.backend_feature[feature].add("pycomm")
 
 from torch.testing._internal.common_utils import run_tests  # noqa: E402
-from torch.testing._internal.distributed.distributed_test import (  # noqa: E402
-    DistributedTest,
-    TestDistBackend,
-)
+# The module, not its TestDistBackend: a name starting with "Test" here would be
+# collected by pytest as a test class of its own (on torch 2.3 it fails to).
+from torch.testing._internal.distributed import distributed_test as suite  # noqa: E402
 
 
-class TestPycommBackend(TestDistBackend, DistributedTest._DistTestBase):
+class TestPycommBackend(suite.TestDistBackend, suite.DistributedTest._DistTestBase):
     def __init__(self, method_name="runTest", methodName="runTest"):
         name = methodName if methodName != "runTest" else method_name
         if name == "runTest":
