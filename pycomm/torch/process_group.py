@@ -9,7 +9,7 @@ kept at the root; scatter = broadcast of the root's concatenation;
 all_to_all = allgather of every rank's (padded) input, each rank keeping its
 pieces; all_reduce SUM of a sparse COO tensor = allgathers of its indices and
 values, coalesced, as gloo does it; send/recv go through the group's c10d
-store (see p2p.py).
+store (see p2p.py), and so does monitored_barrier (monitored_barrier.py).
 
 Ops run to completion on the calling thread (pycomm's cheapest path) and
 return a completed Work, except large allreduces where overlapping pays
