@@ -5,9 +5,8 @@ It goes through the group's c10d store, not the communicator: its use is
 finding a rank stuck in (or never reaching) a collective, and a rank stuck
 in a collective holds the communicator. Rank 0 collects one arrival key per
 rank within the timeout, then releases each rank with a key of its own.
-Store keys are polled with check(), never waited on with a blocking get, so
-the group's shared store connection is not held (torch 2.3 has no
-Store.clone()).
+Store keys are polled (store_poll.py), so the group's shared store
+connection is never held.
 
 The messages keep gloo's wording, which torch's tests and users' log
 searches look for: "Rank 1 failed to pass monitoredBarrier in 2000 ms".
@@ -17,10 +16,9 @@ from datetime import timedelta
 
 from pycomm.errors import TimeoutError as CommTimeoutError
 
-__all__ = ["MonitoredBarrier"]
+from .store_poll import poll_until
 
-_POLL_MIN_S = 0.0005
-_POLL_MAX_S = 0.02
+__all__ = ["MonitoredBarrier"]
 
 
 def _seconds(timeout):
@@ -44,13 +42,14 @@ class MonitoredBarrier:
 
     def _poll(self, keys, deadline):
         """The keys not yet set when the deadline passed ([] once all are)."""
-        delay = _POLL_MIN_S
-        while True:
-            keys = [k for k in keys if not self._store.check([k])]
-            if not keys or time.monotonic() >= deadline:
-                return keys
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, _POLL_MAX_S)
+        pending = list(keys)
+
+        def all_set():
+            pending[:] = [k for k in pending if not self._store.check([k])]
+            return not pending
+
+        poll_until(all_set, deadline)
+        return pending
 
     def __call__(self, timeout, wait_all_ranks=False):
         seconds = _seconds(timeout)

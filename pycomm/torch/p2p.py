@@ -21,6 +21,8 @@ from datetime import timedelta
 
 import torch
 
+from .store_poll import poll_until
+
 __all__ = ["StoreP2P"]
 
 
@@ -94,18 +96,20 @@ class StoreP2P:
         """(source, key) of the next message from src (None: any rank), polling the store."""
         store = self._recv_store
         sources = [r for r in range(self._size) if r != self._rank] if src is None else [src]
-        deadline = time.monotonic() + self._timeout
-        delay = 0.0005
-        while True:
+        found = []
+
+        def arrived():
             for r in sources:
                 key = self._key(r, self._rank, tag, self._received[(r, tag)])
                 if store.check([key]):
-                    return r, key
-            if time.monotonic() > deadline:
-                who = "any source" if src is None else f"rank {src}"
-                raise TimeoutError(f"recv from {who} (tag {tag}): nothing arrived in {self._timeout:g}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+                    found.append((r, key))
+                    return True
+            return False
+
+        if not poll_until(arrived, time.monotonic() + self._timeout):
+            who = "any source" if src is None else f"rank {src}"
+            raise TimeoutError(f"recv from {who} (tag {tag}): nothing arrived in {self._timeout:g}s")
+        return found[0]
 
     def close(self):
         if self._pool is not None:
