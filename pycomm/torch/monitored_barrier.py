@@ -40,16 +40,9 @@ class MonitoredBarrier:
     def _key(self, call, what, rank):
         return f"monitored_barrier/{call}/{what}/{rank}"
 
-    def _poll(self, keys, deadline):
-        """The keys not yet set when the deadline passed ([] once all are)."""
-        pending = list(keys)
-
-        def all_set():
-            pending[:] = [k for k in pending if not self._store.check([k])]
-            return not pending
-
-        poll_until(all_set, deadline)
-        return pending
+    def _is_set(self, key, deadline):
+        """Whether `key` is set by the deadline."""
+        return poll_until(lambda: self._store.check([key]), deadline)
 
     def __call__(self, timeout, wait_all_ranks=False):
         seconds = _seconds(timeout)
@@ -58,7 +51,7 @@ class MonitoredBarrier:
         if self._rank != 0:
             self._store.set(self._key(call, "arrived", self._rank), b"1")
             release = self._key(call, "released", self._rank)
-            if self._poll([release], deadline):
+            if not self._is_set(release, deadline):
                 raise CommTimeoutError(
                     f"Rank {self._rank} successfully reached monitoredBarrier, but received errors while "
                     f"waiting for send/recv from rank 0 (no release within {seconds * 1000:.0f} ms). "
@@ -80,7 +73,7 @@ class MonitoredBarrier:
                     f"Rank 0 timed out in monitoredBarrier after {ms}; ranks {r}..{self._size - 1} "
                     f"were not yet checked in")
             key = self._key(call, "arrived", r)
-            if self._poll([key], deadline):
+            if not self._is_set(key, deadline):
                 if not wait_all_ranks:
                     raise CommTimeoutError(f"Rank {r} failed to pass monitoredBarrier in {ms}")
                 missing.append(r)
