@@ -332,8 +332,9 @@ void quantize_groups(const Src& src, size_t count, size_t block_size, uint64_t s
       // streams while this group is rounded (the phases above load it in
       // one burst, and the hardware prefetcher waits for demand loads).
       if (const size_t next = g0 + group + o; next < count) {
-        src.prefetch(next, count - next < n ? count - next : n);
-        if (kFeedback) prefetch_lines(residual + next, (count - next < n ? count - next : n) * sizeof(float));
+        const size_t ahead = count - next < n ? count - next : n;
+        src.prefetch(next, ahead);
+        if (kFeedback) prefetch_lines(residual + next, ahead * sizeof(float));
       }
       if (!(scale <= std::numeric_limits<float>::max())) {  // NaN or Inf in the block
         scales[blk] = std::numeric_limits<float>::quiet_NaN();
