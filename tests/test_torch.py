@@ -90,8 +90,8 @@ def test_ddp_matches_gloo_and_hooks(n, steps, overlap):
     assert "ddp ok" in out, out
 
 
-# A fixed subset of torch's own DistributedTest suite (tests/torch/conformance.py;
-# all of it: tests/torch/run_all.sh, results in tests/torch/CONFORMANCE.md).
+# A fixed subset of torch's own DistributedTest suite (tests/torch_suite/conformance.py;
+# all of it: tests/torch_suite/run_all.sh, results in tests/torch_suite/CONFORMANCE.md).
 # The second set runs with the suite selecting tests as for gloo (PYCOMM_AS_GLOO=1).
 CONFORMANCE_SUBSET = ["test_all_reduce_sum_async", "test_send_recv_any_source", "test_DistributedDataParallelCPU"]
 CONFORMANCE_AS_GLOO = ["test_accumulate_gradients_no_sync_allreduce_hook", "test_sparse_all_reduce_sum",
@@ -103,7 +103,7 @@ def test_torch_conformance_subset(as_gloo):
     pytest.importorskip("expecttest")  # torch's test utilities import it (the "test" extra installs it)
     here = os.path.dirname(os.path.abspath(__file__))
     names = CONFORMANCE_AS_GLOO if as_gloo else CONFORMANCE_SUBSET
-    ids = [f"{here}/torch/conformance.py::TestPycommBackend::{name}" for name in names]
+    ids = [f"{here}/torch_suite/conformance.py::TestPycommBackend::{name}" for name in names]
     env = dict(os.environ, BACKEND="pycomm", WORLD_SIZE="2", PYCOMM_AS_GLOO="1" if as_gloo else "0")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids],
                           env=env, capture_output=True, text=True, timeout=400)

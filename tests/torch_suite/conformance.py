@@ -2,9 +2,9 @@
 torch/testing/_internal/distributed/distributed_test.py) run against the
 backend "pycomm".
 
-    BACKEND=pycomm WORLD_SIZE=2 python -m pytest tests/torch/conformance.py [-k ...]
-    bash tests/torch/run_all.sh            # everything, with a summary
-    PYCOMM_AS_GLOO=1 bash tests/torch/run_all.sh   # gloo's own selection of tests
+    BACKEND=pycomm WORLD_SIZE=2 python -m pytest tests/torch_suite/conformance.py [-k ...]
+    bash tests/torch_suite/run_all.sh            # everything, with a summary
+    PYCOMM_AS_GLOO=1 bash tests/torch_suite/run_all.sh   # gloo's own selection of tests
 
 The suite enables most CPU tests for a backend named in
 DistTestCases.backend_feature["plugin"] / ["ddp"] / ["subgroup"]; this module

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export BACKEND=pycomm WORLD_SIZE="${WORLD_SIZE:-2}"
-exec python -m pytest -p no:cacheprovider -q -rA tests/torch/conformance.py "$@"
+exec python -m pytest -p no:cacheprovider -q -rA tests/torch_suite/conformance.py "$@"
