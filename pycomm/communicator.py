@@ -20,6 +20,7 @@ from .store import Store, store_from_env
 from .topology import bind_address, choose_transport, host_id
 
 DEFAULT_TIMEOUT = 300.0
+_OPERATIONS = _C.operations()  # csrc/collectives/operation.h: what each op takes
 _comm_ids = itertools.count()
 
 
@@ -138,6 +139,39 @@ def _uncompressed(block_size, stochastic, seed, error_feedback):
         raise ValueError("block_size, stochastic, seed and error_feedback need compress='int8'")
 
 
+def _present(extent, rank, root):
+    """Whether rank passes a buffer of this extent (_C.operations())."""
+    return extent != "none" and (rank == root or not extent.endswith("at root"))
+
+
+def _per_rank(row, n, size):
+    """The op's count from an x of n elements, or None where x does not
+    define it (or the size does not divide: the core says so)."""
+    if row["in"].startswith("count"):
+        return n
+    if row["in"].startswith("ranks") and n % size == 0:
+        return n // size
+    return None
+
+
+def _elems(extent, count, size, rank, counts, recv_counts):
+    """Elements of a buffer of this extent, or None when unknown."""
+    try:
+        if extent.startswith("count"):
+            return count
+        if extent.startswith("ranks"):
+            return None if count is None else count * size
+        if extent == "mine":
+            return int(counts[rank])
+        if extent == "sum":
+            return int(sum(int(c) for c in counts))
+        if extent == "recv sum":
+            return int(sum(int(c) for c in recv_counts))
+    except (TypeError, ValueError, IndexError):
+        return None  # malformed counts: the core names the problem
+    return None
+
+
 def _size_of(x):
     if hasattr(x, "numel"):
         return x.numel()
@@ -234,6 +268,21 @@ class Communicator:
             _live.add(self)
         return self
 
+    @property
+    def timeout(self):
+        """The default deadline of every op, in seconds."""
+        return self._timeout
+
+    @property
+    def store(self):
+        """The bootstrap Store this communicator rendezvoused through."""
+        return self._store
+
+    @property
+    def hosts(self):
+        """Every rank's host identity (hostname + boot id), indexed by rank."""
+        return list(self._hosts)
+
     # -- collectives -------------------------------------------------------
 
     def allreduce(self, x, op="sum", out=None, async_op=False, timeout=None, *, compress=None,
@@ -264,7 +313,7 @@ class Communicator:
                 if self._hierarchy is None:
                     self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
                 return self._hierarchy.allreduce(x, x if out is None else out, op, timeout)
-            w = self._native.allreduce(x, out, op_code(op), async_op, timeout)
+            w = self._native.collective("allreduce", x, out, op_code(op), 0, None, None, async_op, timeout)
             self._submitted("allreduce", x, f" {op}")
             result = x if out is None else out
         else:
@@ -282,14 +331,21 @@ class Communicator:
             result = x if out is None else out
         return self._track(w) if async_op else result
 
-    def reduce_scatter(self, x, op="sum", out=None, async_op=False, timeout=None, *, compress=None,
-                       block_size=64, error_feedback=None, stochastic=False, seed=None):
+    def reduce_scatter(self, x, op="sum", out=None, async_op=False, timeout=None, *, counts=None,
+                       compress=None, block_size=64, error_feedback=None, stochastic=False, seed=None):
         """Block `rank` of the reduction of x (x.size == size * out.size).
 
+        counts (one per rank, the same list on every rank): the uneven form
+        (reduce_scatterv): x holds sum(counts) elements, block r is the
+        counts[r] elements after the first r blocks.
         compress="int8": int8 on the wire, float32 out (each element rounded
         once); the other keywords as for allreduce.
         """
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        if counts is not None:
+            if compress is not None:
+                raise ValueError("compress='int8' takes no counts")
+            return self._collective("reduce_scatterv", x, out, op, 0, async_op, timeout, counts=counts)
         if _on_gpu(x, out):
             _gpu_uncompressed(compress)
             return self._device_op("reduce_scatter", x, out, op, 0, async_op, timeout)
@@ -300,7 +356,7 @@ class Communicator:
             out = _flat_empty(x, n // self.size) if compress is None else _float32_empty(x, n // self.size)
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
-            w = self._native.reduce_scatter(x, out, op_code(op), async_op, timeout)
+            w = self._native.collective("reduce_scatter", x, out, op_code(op), 0, None, None, async_op, timeout)
             self._submitted("reduce_scatter", x, f" {op}")
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
@@ -312,35 +368,81 @@ class Communicator:
             self._submitted("reduce_scatter", x, f" {op}, int8 block {block_size}")
         return self._track(w) if async_op else out
 
-    def allgather(self, x, out=None, async_op=False, timeout=None):
-        """Every rank's x, concatenated in rank order (out.size == size * x.size)."""
-        if _on_gpu(x, out):
-            return self._device_op("allgather", x, out, "sum", 0, async_op,
-                                   self._timeout if timeout is None else _check_timeout(timeout))
-        if out is None:
-            out = _flat_empty(x, _size_of(x) * self.size)
-        w = self._native.allgather(x, out, async_op,
-                                   self._timeout if timeout is None else _check_timeout(timeout))
-        self._submitted("allgather", x)
-        return self._track(w) if async_op else out
+    def allgather(self, x, out=None, async_op=False, timeout=None, *, counts=None):
+        """Every rank's x, concatenated in rank order (out.size == size * x.size).
+
+        counts (one per rank, the same list on every rank): the uneven form
+        (allgatherv): rank r passes counts[r] elements, out holds sum(counts).
+        """
+        if counts is not None:
+            return self._collective("allgatherv", x, out, "sum", 0, async_op, timeout, counts=counts)
+        return self._collective("allgather", x, out, "sum", 0, async_op, timeout)
 
     def broadcast(self, x, root=0, async_op=False, timeout=None):
         """Root's x, into x on every rank."""
-        if isinstance(root, bool) or not isinstance(root, int):
-            raise TypeError(f"root must be an int, not {type(root).__name__}")
-        if _on_gpu(x, None):
-            return self._device_op("broadcast", x, None, "sum", root, async_op,
-                                   self._timeout if timeout is None else _check_timeout(timeout))
-        w = self._native.broadcast(x, root, async_op,
-                                   self._timeout if timeout is None else _check_timeout(timeout))
-        self._submitted("broadcast", x, f" root {root}")
-        return self._track(w) if async_op else x
+        return self._collective("broadcast", x, None, "sum", root, async_op, timeout)
 
     def barrier(self, async_op=False, timeout=None):
         """Returns once every rank has entered the barrier."""
-        w = self._native.barrier(async_op, self._timeout if timeout is None else _check_timeout(timeout))
-        self._submitted("barrier", None)
-        return self._track(w) if async_op else None
+        return self._collective("barrier", None, None, "sum", 0, async_op, timeout)
+
+    def gather(self, x, root=0, out=None, async_op=False, timeout=None):
+        """Every rank's x, concatenated in rank order, at the root (out.size ==
+        size * x.size; allocated when None). Returns it at the root, None on
+        the other ranks (which need not pass out)."""
+        return self._collective("gather", x, out, "sum", root, async_op, timeout)
+
+    def scatter(self, x, root=0, out=None, async_op=False, timeout=None):
+        """Block `rank` of the root's x into out (x.size == size * out.size).
+        x is read at the root only; the other ranks may pass None, and must
+        pass out (they cannot know its size). Returns out."""
+        return self._collective("scatter", x, out, "sum", root, async_op, timeout)
+
+    def reduce(self, x, root=0, op="sum", out=None, async_op=False, timeout=None):
+        """The reduction of every rank's x, at the root only: into out, or
+        into x itself when out is None. Returns it at the root, None on the
+        other ranks."""
+        return self._collective("reduce", x, out, op, root, async_op, timeout)
+
+    def alltoall(self, x, out=None, send_counts=None, recv_counts=None, async_op=False, timeout=None):
+        """Block p of x to rank p, and block r of every rank's x, in rank
+        order, into out. Even split by default (x.size == out.size, a multiple
+        of size); with send_counts and recv_counts (elements per peer) the
+        uneven form (alltoallv): x holds sum(send_counts), out
+        sum(recv_counts). x and out must not overlap."""
+        if send_counts is None and recv_counts is None:
+            return self._collective("alltoall", x, out, "sum", 0, async_op, timeout)
+        if send_counts is None or recv_counts is None:
+            raise ValueError("the uneven alltoall needs both send_counts and recv_counts")
+        return self._collective("alltoallv", x, out, "sum", 0, async_op, timeout, counts=send_counts,
+                                recv_counts=recv_counts)
+
+    def _collective(self, coll, x, out, op, root, async_op, timeout, counts=None, recv_counts=None):
+        """Every uncompressed op of the core's table (_C.operations()): the
+        output allocated where the caller may leave it out, then one native
+        entry point that checks everything before anything is sent."""
+        row = _OPERATIONS[coll]
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        if row["rooted"] and (isinstance(root, bool) or not isinstance(root, int)):
+            raise TypeError(f"root must be an int, not {type(root).__name__}")
+        code = op_code(op) if row["reduces"] else 0
+        has_in, has_out = _present(row["in"], self.rank, root), _present(row["out"], self.rank, root)
+        if (has_in and _on_gpu(x, out)) or (not has_in and has_out and out is not None and _on_gpu(out, None)):
+            return self._device_op(coll, x, out, op, root, async_op, timeout, counts=counts)
+        if not has_in:
+            x = None  # read at the root only
+        if has_out and out is None and not row["in_place"] and x is not None:
+            want = _elems(row["out"], _per_rank(row, _size_of(x), self.size), self.size, self.rank, counts, recv_counts)
+            if want is not None:
+                out = _flat_empty(x, want)
+        w = self._native.collective(coll, x, out if has_out else None, code, root, counts, recv_counts,
+                                    async_op, timeout)
+        self._submitted(coll, x, f" {op}" if row["reduces"] else (f" root {root}" if row["rooted"] else ""))
+        if async_op:
+            return self._track(w)
+        if not has_out:
+            return None
+        return x if out is None else out
 
     def _submitted(self, coll, x, detail=""):
         # Called once the native core took an op: it numbered it self._seq.
@@ -352,43 +454,62 @@ class Communicator:
                 return
             count = x.numel() if callable(getattr(x, "numel", None)) else getattr(x, "size", "?")
             block = count * (x.element_size() if hasattr(x, "element_size") else np.dtype(x.dtype).itemsize)
-            if coll in ("reduce_scatter",):
+            if _OPERATIONS[coll]["in"].startswith("ranks"):
                 block //= self.size
-            algo = self._native.algorithm("int8" if "int8" in detail else coll, block)
+            algo = self._native.algorithm(coll + "_int8" if "int8" in detail else coll, block)
             if "GPU" in detail:
                 algo = "GPU " + ("CUDA IPC" if "IPC" in self.device_path else "pinned staging")
             log.trace(self, f"#{seq} {coll} {getattr(x, 'dtype', '')} x {count}{detail}, {algo}")
 
-    def _device_op(self, coll, x, out, op, root, async_op, timeout):
-        """GPU buffers (pycomm/device.py): checked here, run by the native GPU path."""
-        dx = device.describe(x, "x")
-        if dx is None:
+    def _device_op(self, coll, x, out, op, root, async_op, timeout, counts=None):
+        """GPU buffers (pycomm/device.py): checked here against the op's row, run by the native GPU path."""
+        row = _OPERATIONS[coll]
+        if not row["gpu"]:
+            raise TypeError(f"{coll} of GPU buffers has no GPU path yet (host buffers work)")
+        n, r = self.size, self.rank
+        has_in, has_out = _present(row["in"], r, root), _present(row["out"], r, root)
+        dx = device.describe(x, "x") if has_in else None
+        if has_in and dx is None:
             raise TypeError("out is in GPU memory but x is not: pass both on the GPU or both on the host")
-        n = self.size
-        if out is None and coll in ("allreduce", "broadcast"):
+        if has_out and out is None and row["in_place"]:
             out = x
-        elif out is None:
-            if coll == "reduce_scatter" and dx.count % n:
-                raise ValueError(f"reduce_scatter needs x.size divisible by comm.size ({n}), got {dx.count}")
-            out = device.empty_like(dx, dx.count // n if coll == "reduce_scatter" else dx.count * n)
-        do = dx if out is x else device.describe(out, "out")
-        if do is None:
+        if row["counts"]:
+            if len(counts) != n:
+                raise ValueError(f"counts has {len(counts)} entries; the communicator has {n} ranks")
+            counts = [int(c) for c in counts]
+            count = sum(counts)
+        elif dx is not None:
+            count = _per_rank(row, dx.count, n)
+            if count is None:
+                raise ValueError(f"{coll} needs x.size divisible by comm.size ({n}), got {dx.count}")
+        else:
+            do = device.describe(out, "out") if has_out and out is not None else None
+            if do is None and has_out:
+                raise ValueError(f"{coll} needs out on this rank")
+            count = 0 if do is None else do.count // n if row["out"].startswith("ranks") else do.count
+        if has_out and out is None:
+            out = device.empty_like(dx, _elems(row["out"], count, n, r, counts, None))
+        do = (dx if out is x else device.describe(out, "out")) if has_out else None
+        if has_out and do is None:
             raise TypeError("x is in GPU memory but out is not: pass both on the GPU or both on the host")
-        if do.dtype != dx.dtype:
+        if dx is not None and do is not None and do.dtype != dx.dtype:
             raise TypeError("out and x have different dtypes")
-        want = {"allreduce": dx.count, "reduce_scatter": dx.count // n if dx.count % n == 0 else -1,
-                "allgather": dx.count * n, "broadcast": dx.count}[coll]
-        if do.count != want:
-            raise ValueError(f"{coll} of {dx.count} elements on {n} ranks needs out of {want} elements, "
-                             f"got {do.count}")
-        count = do.count if coll == "reduce_scatter" else dx.count
-        w = self._native.device_op(coll, dx.ptr, do.ptr, count, dx.dtype, op_code(op), root, dx.stream,
-                                   async_op, timeout)
-        self._submitted(coll, x, f" {op}, GPU buffers" if coll in ("allreduce", "reduce_scatter") else ", GPU buffers")
+        for what, buf, extent in (("x", dx, row["in"]), ("out", do, row["out"])):
+            want = _elems(extent, count, n, r, counts, None)
+            if buf is not None and buf.count != want:
+                raise ValueError(f"{coll} of {count} elements on {n} ranks needs {what} of {want} elements, "
+                                 f"got {buf.count}")
+        lead = dx if dx is not None else do
+        w = self._native.device_op(coll, dx.ptr if dx else 0, do.ptr if do else 0, count,
+                                   lead.dtype if lead else 0, op_code(op) if row["reduces"] else 0, root,
+                                   counts, lead.stream if lead else 0, async_op, timeout)
+        self._submitted(coll, x, f" {op}, GPU buffers" if row["reduces"] else ", GPU buffers")
         if not self._gpu_logged and log.level >= 2 and not async_op:
             self._gpu_logged = True
             log.info(self, f"GPU buffers: {self.device_path}")
-        return self._track(w, (x, out, dx.keep, do.keep)) if async_op else out
+        if async_op:
+            return self._track(w, (x, out, dx.keep if dx else None, do.keep if do else None))
+        return out if has_out else None
 
     def _device_allreduce_int8(self, x, out, op, block_size, stochastic, seed, ef, async_op, timeout):
         dx = device.describe(x, "x")

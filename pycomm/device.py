@@ -13,9 +13,7 @@ import numpy as np
 
 from . import _C, dlpack
 
-# csrc/common/dtype.h codes.
-_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "int8": 4, "uint8": 5,
-          "int32": 6, "int64": 7}
+_CODES = dict(_C.DTYPES)  # csrc/common/dtype.h
 _TYPESTR = {np.dtype(name).str: code for name, code in _CODES.items() if name != "bfloat16"}
 
 

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from . import log
+from . import _C, log
 
 
 def placement(hosts):
@@ -50,7 +50,7 @@ def wanted(hosts):
 PIECE_BYTES = 2 << 20
 PIECES_MAX = 16
 
-_DTYPES = {np.dtype(t) for t in ("float32", "float64", "float16", "int8", "uint8", "int32", "int64")}
+_DTYPES = {np.dtype(t) for t in _C.DTYPES if t != "bfloat16"}  # numpy has no bfloat16
 
 
 def suitable(x, out):
@@ -73,9 +73,9 @@ class Hierarchy:
         self.piece_bytes = int(os.environ.get("PYCOMM_HIERARCHY_PIECE_BYTES", PIECE_BYTES))
         if self.piece_bytes < 1:
             raise ValueError(f"PYCOMM_HIERARCHY_PIECE_BYTES must be positive, got {self.piece_bytes}")
-        kw = {"timeout": comm._timeout, "options": {"flat": True}}
-        self.intra = Communicator(local, self.local, comm._store, name=f"{comm.name}/host{host}", **kw)
-        self.inter = Communicator(host, self.nhosts, comm._store, name=f"{comm.name}/slice{local}", **kw)
+        kw = {"timeout": comm.timeout, "options": {"flat": True}}
+        self.intra = Communicator(local, self.local, comm.store, name=f"{comm.name}/host{host}", **kw)
+        self.inter = Communicator(host, self.nhosts, comm.store, name=f"{comm.name}/slice{local}", **kw)
         log.info(comm, f"allreduce: hierarchical, {self.nhosts} hosts x {self.local} ranks "
                        f"(inside hosts over {self.intra.transport}, across over {self.inter.transport})")
 

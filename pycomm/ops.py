@@ -1,16 +1,14 @@
-"""Reduction operators, by name or as pycomm.ReduceOp (codes match the native core)."""
+"""Reduction operators, by name or as pycomm.ReduceOp: the native core's
+codes (csrc/common/dtype.h, exported as _C.REDUCE_OPS). AVG takes
+floating-point dtypes only."""
 import enum
 
+from . import _C
 
-class ReduceOp(enum.IntEnum):
-    SUM = 0
-    PROD = 1
-    MIN = 2
-    MAX = 3
-    AVG = 4  # floating-point dtypes only
+ReduceOp = enum.IntEnum("ReduceOp", {name.upper(): code for name, code in _C.REDUCE_OPS.items()},
+                        module=__name__)
 
-
-_CODES = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
+_CODES = dict(_C.REDUCE_OPS)
 _CODES.update({op: int(op) for op in ReduceOp})
 
 
@@ -20,6 +18,6 @@ def op_code(op) -> int:
         return _CODES[op]
     except KeyError:
         raise ValueError(f"unknown reduction op {op!r}; expected one of "
-                         "'sum', 'prod', 'min', 'max', 'avg' or a pycomm.ReduceOp") from None
+                         f"{', '.join(map(repr, _C.REDUCE_OPS))} or a pycomm.ReduceOp") from None
     except TypeError:
         raise TypeError(f"op must be a string or pycomm.ReduceOp, not {type(op).__name__}") from None

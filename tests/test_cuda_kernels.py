@@ -26,9 +26,8 @@ if not torch.cuda.is_available():
     pytest.skip("torch has no CUDA device", allow_module_level=True)
 
 F32 = np.float32
-DTYPES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3,
-          "int8": 4, "uint8": 5, "int32": 6, "int64": 7}
-OPS = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
+DTYPES = dict(_C.DTYPES)  # csrc/common/dtype.h
+OPS = dict(_C.REDUCE_OPS)
 QUANT_DTYPES = ("float32", "float16", "bfloat16")
 MODES = ("rne", "stochastic", "rne+feedback", "stochastic+feedback")
 BLOCKS = (32, 64, 4096)

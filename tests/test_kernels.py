@@ -9,12 +9,12 @@ baseline, NaNs included.
 import numpy as np
 import pytest
 
+from pycomm import _C
 from isa_paths import AVAILABLE, ISAS, K, isa  # noqa: F401 - isa is a fixture
 
-# Codes from csrc/common/dtype.h.
-DTYPES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3,
-          "int8": 4, "uint8": 5, "int32": 6, "int64": 7}
-OPS = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
+# Codes from csrc/common/dtype.h, as the core exports them.
+DTYPES = dict(_C.DTYPES)
+OPS = dict(_C.REDUCE_OPS)
 FLOATS = ("float32", "float64", "float16", "bfloat16")
 LENGTHS = (0, 1, 7, 31, 33, 1000, 4099)  # vector tails for 4-, 8- and 16-wide lanes
 AVG_DIVISOR = 3.0

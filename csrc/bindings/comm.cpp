@@ -12,8 +12,7 @@
 #include "../cuda/device_memory.h"
 #include "../cuda/runtime.h"
 #include "../kernels/quantize_int8.h"
-#include "../transport/shm_transport.h"
-#include "../transport/tcp_transport.h"
+#include "../transport/factory.h"
 #include "buffer.h"
 #include "errors.h"
 #include "transport_capsule.h"
@@ -23,11 +22,18 @@ namespace py = pybind11;
 namespace pycomm {
 namespace {
 
+// What an op reads besides its buffers (the uneven forms' counts), owned
+// until it is done.
+struct Held {
+  std::vector<uint64_t> counts, recv_counts;
+};
+
 // Keeps the Python buffers of an async op exported until it is done. The
 // Python Communicator holds each PyWork until it completes.
 struct PyWork {
   std::shared_ptr<Work> work;
   std::vector<std::unique_ptr<HostBuffer>> buffers;
+  std::shared_ptr<Held> held;
 
   bool wait(py::object timeout) {
     double t = timeout.is_none() ? -1.0 : timeout.cast<double>();
@@ -41,6 +47,7 @@ struct PyWork {
                       strprintf("Work.wait timed out after %.3g s; the op is still running", t));
     if (work->failed()) work->rethrow();
     buffers.clear();
+    held.reset();
     return true;
   }
   py::object exception() {
@@ -48,11 +55,6 @@ struct PyWork {
     return error_class(work->error_kind())(work->error_message());
   }
 };
-
-template <typename T>
-T option(const py::dict& opts, const char* key, T fallback) {
-  return opts.contains(key) ? opts[key].cast<T>() : fallback;
-}
 
 class PyComm {
  public:
@@ -71,30 +73,20 @@ class PyComm {
         throw CommError(ErrorKind::kComm, "bootstrap allgather returned the wrong number of entries");
       return out;
     };
-    Tuning tuning;
-    tuning.slice_bytes = option<size_t>(opts, "slice_bytes", tuning.slice_bytes);
-    tuning.direct_max_bytes = option<size_t>(opts, "direct_max_bytes", tuning.direct_max_bytes);
-    tuning.int8_piece_bytes = option<size_t>(opts, "int8_piece_bytes", tuning.int8_piece_bytes);
-    tuning.single_host = option<int>(opts, "local_ranks", 1) == size;
+    // Every option as a string (bytes as they are: the TCP token), for the
+    // transport factory and the tuning.
+    Options o;
+    for (auto item : opts) {
+      const std::string key = item.first.cast<std::string>();
+      py::handle v = item.second;
+      if (key == "mpi_transport") continue;
+      if (py::isinstance<py::bytes>(v)) o.set(key, v.cast<std::string>());
+      else if (py::isinstance<py::bool_>(v)) o.set(key, v.cast<bool>() ? "1" : "0");
+      else o.set(key, py::str(v).cast<std::string>());
+    }
+    Tuning tuning = Tuning::from(o, size);
     std::unique_ptr<Transport> tr;
-    if (transport == "shm") {
-      ShmOptions so;
-      so.ring_bytes = option<size_t>(opts, "ring_bytes", so.ring_bytes);
-      so.spin_us = option<int>(opts, "spin_us", so.spin_us);
-      so.local_ranks = option<int>(opts, "local_ranks", so.local_ranks);
-      py::gil_scoped_release nogil;
-      tr = std::make_unique<ShmTransport>(rank, size, allgather, so);
-    } else if (transport == "tcp") {
-      TcpOptions to;
-      to.bind_addr = option<std::string>(opts, "bind_addr", to.bind_addr);
-      to.token = option<std::string>(opts, "token", to.token);
-      to.sock_buf_bytes = option<int>(opts, "sock_buf_bytes", to.sock_buf_bytes);
-      to.connect_timeout = option<double>(opts, "connect_timeout", to.connect_timeout);
-      to.spin_us = option<int>(opts, "spin_us", to.spin_us);
-      to.local_ranks = option<int>(opts, "local_ranks", to.local_ranks);
-      py::gil_scoped_release nogil;
-      tr = std::make_unique<TcpTransport>(rank, size, allgather, to);
-    } else if (transport == "mpi") {  // built by pycomm._mpi over the program's MPI communicator
+    if (transport == "mpi") {  // built by pycomm._mpi over the program's MPI communicator
       if (!opts.contains("mpi_transport"))
         throw py::value_error("transport 'mpi' needs opts['mpi_transport'] (see Communicator.from_mpi)");
       tr = unwrap_transport(opts["mpi_transport"]);
@@ -102,7 +94,8 @@ class PyComm {
         throw py::value_error(strprintf("the MPI transport is rank %d of %d, the communicator rank %d of %d",
                                         tr->rank(), tr->size(), rank, size));
     } else {
-      throw py::value_error("unknown transport '" + transport + "' (expected shm, tcp or mpi)");
+      py::gil_scoped_release nogil;
+      tr = make_transport(transport, rank, size, allgather, o);
     }
     tuning_ = tuning;
     comm_ = std::make_unique<Communicator>(std::move(tr), tuning);
@@ -112,35 +105,63 @@ class PyComm {
   int size() const { return comm_->size(); }
   std::string transport() const { return comm_->transport_name(); }
 
-  py::object allreduce(py::handle x, py::handle out, int op, bool async_op, double timeout) {
-    auto in = std::make_unique<HostBuffer>(x, "x", out.is_none());
-    std::unique_ptr<HostBuffer> dst;
-    if (!out.is_none()) {
-      dst = std::make_unique<HostBuffer>(out, "out", true);
-      same_type(*in, *dst);
-      if (dst->count() != in->count())
-        throw py::value_error(strprintf("out has %zu elements, x has %zu", dst->count(), in->count()));
+  // Every uncompressed operation of the table (operation.h) on host
+  // buffers: the row says which buffers this rank passes and how big they
+  // are; everything is checked here, before anything is sent. x or out may
+  // be None where this rank has no such buffer (a non-root's gather output,
+  // scatter input); out None where the row allows it means in place.
+  py::object collective(const std::string& name, py::handle x, py::handle out, int op, int root,
+                        py::handle counts, py::handle recv_counts, bool async_op, double timeout) {
+    const OpInfo* info = find_op(name);
+    if (!info || info->int8) throw py::value_error("unknown operation " + name);
+    const int n = size(), r = rank();
+    CollArgs a;
+    a.coll = info->coll;
+    a.timeout_s = check_timeout(timeout);
+    if (info->rooted) {
+      if (root < 0 || root >= n)
+        throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, n));
+      a.root = root;
     }
-    CollArgs a = args(Coll::kAllreduce, *in, reduce_op(op, in->dtype()), timeout);
-    a.in = in->data();
-    a.out = dst ? dst->data() : in->data();
-    a.count = in->count();
-    return submit(a, async_op, std::move(in), std::move(dst));
-  }
-
-  py::object reduce_scatter(py::handle x, py::handle out, int op, bool async_op, double timeout) {
-    auto in = std::make_unique<HostBuffer>(x, "x", false);
-    auto dst = std::make_unique<HostBuffer>(out, "out", true);
-    same_type(*in, *dst);
-    if (in->count() != dst->count() * size())
-      throw py::value_error(strprintf("reduce_scatter needs x.size == comm.size * out.size: x has "
-                                      "%zu elements, out %zu, comm.size is %d",
-                                      in->count(), dst->count(), size()));
-    CollArgs a = args(Coll::kReduceScatter, *in, reduce_op(op, in->dtype()), timeout);
-    a.in = in->data();
-    a.out = dst->data();
-    a.count = dst->count();
-    return submit(a, async_op, std::move(in), std::move(dst));
+    auto held = std::make_shared<Held>();
+    if (info->counts) {
+      held->counts = count_list(counts, "counts");
+      a.counts = held->counts.data();
+      if (info->coll == Coll::kAlltoallV) {
+        held->recv_counts = count_list(recv_counts, "recv_counts");
+        a.recv_counts = held->recv_counts.data();
+        if (a.counts[r] != a.recv_counts[r])
+          throw py::value_error(strprintf("send_counts[%d] is %llu but recv_counts[%d] is %llu: what a rank "
+                                          "sends itself it receives", r, (unsigned long long)a.counts[r], r,
+                                          (unsigned long long)a.recv_counts[r]));
+      }
+    } else if (!counts.is_none() || !recv_counts.is_none()) {
+      throw py::value_error(name + " takes no counts");
+    }
+    const bool has_in = extent_present(info->in, a, r), has_out = extent_present(info->out, a, r);
+    const bool in_place = has_out && out.is_none() && info->in_place;
+    std::unique_ptr<HostBuffer> in, dst;
+    if (has_in) {
+      if (x.is_none()) throw py::value_error(name + " needs x on this rank");
+      in = std::make_unique<HostBuffer>(x, "x", in_place);
+    }
+    if (has_out && !in_place) {
+      if (out.is_none()) throw py::value_error(name + " needs out on this rank");
+      dst = std::make_unique<HostBuffer>(out, "out", true);
+      if (in) same_type(*in, *dst);
+    }
+    a.dtype = in ? in->dtype() : dst ? dst->dtype() : DType::kUInt8;
+    a.op = info->reduces ? reduce_op(op, a.dtype) : RedOp::kSum;
+    if (!info->counts) a.count = count_of(*info, in.get(), dst.get());
+    a.in = in ? in->data() : nullptr;
+    a.out = dst ? dst->data() : in_place ? in->data() : nullptr;
+    check_extent(*info, info->in, a, in.get(), "x");
+    check_extent(*info, info->out, a, dst.get(), "out");
+    if (in && dst && !info->in_place && !aliased_ok(*info, a, *in, *dst)) no_overlap(*in, *dst);
+    std::vector<std::unique_ptr<HostBuffer>> keep;
+    if (in) keep.push_back(std::move(in));
+    if (dst) keep.push_back(std::move(dst));
+    return submit(a, async_op, std::move(keep), std::move(held));
   }
 
   // compress="int8": float32/float16/bfloat16 in, float32 out. Residuals
@@ -198,21 +219,26 @@ class PyComm {
   // checked them: device pointers, element count per collectives.h, dtype and
   // op codes, the caller's stream. The caller keeps the tensors alive.
   py::object device_op(const std::string& coll, uintptr_t in, uintptr_t out, size_t count, int dtype,
-                       int op, int root, uintptr_t stream, bool async_op, double timeout) {
+                       int op, int root, py::handle counts, uintptr_t stream, bool async_op, double timeout) {
     CollArgs a = device_args(in, out, count, stream, timeout);
     if (dtype < 0 || dtype >= kNumDTypes) throw py::value_error(strprintf("unknown dtype code %d", dtype));
-    if (coll == "allreduce") a.coll = Coll::kAllreduce;
-    else if (coll == "reduce_scatter") a.coll = Coll::kReduceScatter;
-    else if (coll == "allgather") a.coll = Coll::kAllgather;
-    else if (coll == "broadcast") a.coll = Coll::kBroadcast;
-    else throw py::value_error("no GPU path for " + coll);
+    const OpInfo* info = find_op(coll);
+    if (!info || !info->ipc) throw py::value_error("no GPU path for " + coll);
+    a.coll = info->coll;
     a.dtype = static_cast<DType>(dtype);
-    a.op = reduce_op(op, a.dtype);
+    a.op = info->reduces ? reduce_op(op, a.dtype) : RedOp::kSum;
     if (root < 0 || root >= size())
       throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, size()));
     a.root = root;
+    auto held = std::make_shared<Held>();
+    if (info->counts) {
+      held->counts = count_list(counts, "counts");
+      a.counts = held->counts.data();
+    }
     check_device_pointers(a);
-    return submit(a, async_op, {});
+    py::object w = submit(a, async_op, {});
+    if (async_op) w.cast<PyWork&>().held = std::move(held);
+    return w;
   }
 
   // compress="int8" of GPU buffers: x (dtype) in, out float32 on the same GPU.
@@ -246,51 +272,14 @@ class PyComm {
 
   // For PYCOMM_DEBUG: what an op of `coll` moving `bytes` per rank block runs.
   std::string algorithm(const std::string& coll, size_t bytes) const {
-    static const std::pair<const char*, Coll> names[] = {
-        {"allreduce", Coll::kAllreduce}, {"reduce_scatter", Coll::kReduceScatter},
-        {"allgather", Coll::kAllgather}, {"broadcast", Coll::kBroadcast},
-        {"barrier", Coll::kBarrier}, {"int8", Coll::kAllreduceInt8}};
-    for (const auto& [name, c] : names)
-      if (coll == name) return algorithm_name(c, bytes, size(), tuning_);
-    throw py::value_error("unknown collective " + coll);
+    const OpInfo* info = find_op(coll);
+    if (!info) throw py::value_error("unknown operation " + coll);
+    return info->algorithm(bytes, size(), tuning_);
   }
 
   size_t int8_owned(size_t count, size_t block_size) const {
     check_block_size(block_size);
     return allreduce_int8_owned(count, size(), rank(), block_size);
-  }
-
-  py::object allgather(py::handle x, py::handle out, bool async_op, double timeout) {
-    auto in = std::make_unique<HostBuffer>(x, "x", false);
-    auto dst = std::make_unique<HostBuffer>(out, "out", true);
-    same_type(*in, *dst);
-    if (dst->count() != in->count() * size())
-      throw py::value_error(strprintf("allgather needs out.size == comm.size * x.size: x has %zu "
-                                      "elements, out %zu, comm.size is %d",
-                                      in->count(), dst->count(), size()));
-    CollArgs a = args(Coll::kAllgather, *in, RedOp::kSum, timeout);
-    a.in = in->data();
-    a.out = dst->data();
-    a.count = in->count();
-    return submit(a, async_op, std::move(in), std::move(dst));
-  }
-
-  py::object broadcast(py::handle x, int root, bool async_op, double timeout) {
-    auto buf = std::make_unique<HostBuffer>(x, "x", true);
-    if (root < 0 || root >= size())
-      throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, size()));
-    CollArgs a = args(Coll::kBroadcast, *buf, RedOp::kSum, timeout);
-    a.root = root;
-    a.out = buf->data();
-    a.count = buf->count();
-    return submit(a, async_op, std::move(buf), nullptr);
-  }
-
-  py::object barrier(bool async_op, double timeout) {
-    CollArgs a;
-    a.coll = Coll::kBarrier;
-    a.timeout_s = check_timeout(timeout);
-    return submit(a, async_op, nullptr, nullptr);
   }
 
   void close() {
@@ -328,15 +317,17 @@ class PyComm {
     a.timeout_s = check_timeout(timeout);
     return a;
   }
-  // Both pointers must be device memory of one GPU (an empty tensor may have none).
+  // Both pointers must be device memory of one GPU (an empty tensor may
+  // have none; a rank without a buffer of a rooted op passes none).
   static void check_device_pointers(const CollArgs& a) {
-    if (a.count == 0) return;
+    if (a.count == 0 && !a.counts) return;
     py::gil_scoped_release nogil;  // the first CUDA call may start the runtime
-    const int din = cuda::device_of(a.in), dout = cuda::device_of(a.out);
-    if (din < 0 || dout < 0)
+    const int din = a.in ? cuda::device_of(a.in) : -2, dout = a.out ? cuda::device_of(a.out) : -2;
+    if (din == -1 || dout == -1)
       throw py::value_error(strprintf("%s is not in GPU memory (CUDA sees no device allocation at %p)",
-                                      din < 0 ? "x" : "out", din < 0 ? a.in : a.out));
-    if (din != dout) throw py::value_error(strprintf("x is on GPU %d and out on GPU %d", din, dout));
+                                      din == -1 ? "x" : "out", din == -1 ? a.in : a.out));
+    if (din >= 0 && dout >= 0 && din != dout)
+      throw py::value_error(strprintf("x is on GPU %d and out on GPU %d", din, dout));
   }
   static void check_block_size(size_t b) {
     if (!kernels::quant_block_size_ok(b))
@@ -415,6 +406,63 @@ class PyComm {
     if (b2) keep.push_back(std::move(b2));
     return submit(a, async_op, std::move(keep));
   }
+  // `size` element counts >= 0 (a list, tuple or integer array).
+  std::vector<uint64_t> count_list(py::handle h, const char* what) const {
+    if (h.is_none()) throw py::value_error(std::string("the uneven form needs ") + what);
+    if (!PySequence_Check(h.ptr()) || py::isinstance<py::str>(h) || py::isinstance<py::bytes>(h))
+      throw py::type_error(std::string(what) + " must be a sequence of ints, not " +
+                           std::string(py::str(py::type::handle_of(h).attr("__name__"))));
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(h);
+    if (static_cast<int>(seq.size()) != size())
+      throw py::value_error(strprintf("%s has %zu entries; the communicator has %d ranks", what, seq.size(), size()));
+    std::vector<uint64_t> out;
+    for (py::handle item : seq) {
+      if (py::isinstance<py::bool_>(item) || !PyIndex_Check(item.ptr()))
+        throw py::type_error(std::string(what) + " must hold ints");
+      const long long v = py::reinterpret_steal<py::int_>(PyNumber_Index(item.ptr())).cast<long long>();
+      if (v < 0) throw py::value_error(strprintf("%s must be >= 0, got %lld", what, v));
+      out.push_back(static_cast<uint64_t>(v));
+    }
+    return out;
+  }
+  // The row's `count` from whichever buffer this rank has that defines it.
+  size_t count_of(const OpInfo& info, const HostBuffer* in, const HostBuffer* out) const {
+    auto single = [](Extent e) { return e == Extent::kCount || e == Extent::kCountAtRoot; };
+    auto ranks = [](Extent e) { return e == Extent::kRanks || e == Extent::kRanksAtRoot; };
+    if (in && single(info.in)) return in->count();
+    if (out && single(info.out)) return out->count();
+    const HostBuffer* b = in && ranks(info.in) ? in : out && ranks(info.out) ? out : nullptr;
+    if (!b) return 0;
+    if (b->count() % size())
+      throw py::value_error(strprintf("%s needs %s.size divisible by comm.size (%d), got %zu", info.name,
+                                      b == in ? "x" : "out", size(), b->count()));
+    return b->count() / size();
+  }
+  void check_extent(const OpInfo& info, Extent e, const OpArgs& a, const HostBuffer* b, const char* what) const {
+    if (!b) return;
+    const size_t want = extent_elems(e, a, size(), rank());
+    if (b->count() != want)
+      throw py::value_error(strprintf("%s on %d ranks needs %s of %zu elements here, got %zu", info.name, size(),
+                                      what, want, b->count()));
+  }
+  // x and out may share memory only as the row's in-place forms: this
+  // rank's own block of the bigger buffer is exactly the smaller one.
+  bool aliased_ok(const OpInfo& info, const CollArgs& a, const HostBuffer& x, const HostBuffer& out) const {
+    auto whole = [](Extent e) { return e == Extent::kRanks || e == Extent::kRanksAtRoot || e == Extent::kSum; };
+    auto block = [](Extent e) { return e == Extent::kCount || e == Extent::kMine; };
+    const bool x_whole = whole(info.in) && block(info.out), out_whole = block(info.in) && whole(info.out);
+    if (!x_whole && !out_whole) return false;
+    const HostBuffer& big = x_whole ? x : out;
+    const HostBuffer& small = x_whole ? out : x;
+    const size_t at = info.counts ? prefix_sums(a.counts, size())[rank()] : rank() * a.count;
+    return static_cast<const uint8_t*>(small.data()) == static_cast<const uint8_t*>(big.data()) + at * dtype_size(a.dtype);
+  }
+  py::object submit(const CollArgs& a, bool async_op, std::vector<std::unique_ptr<HostBuffer>> keep,
+                    std::shared_ptr<Held> held) {
+    py::object w = submit(a, async_op, std::move(keep));
+    if (async_op) w.cast<PyWork&>().held = std::move(held);
+    return w;
+  }
   py::object submit(const CollArgs& a, bool async_op, std::vector<std::unique_ptr<HostBuffer>> keep) {
     std::shared_ptr<Work> work;
     {
@@ -446,8 +494,7 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("rank", &PyComm::rank)
       .def_property_readonly("size", &PyComm::size)
       .def_property_readonly("transport", &PyComm::transport)
-      .def("allreduce", &PyComm::allreduce)
-      .def("reduce_scatter", &PyComm::reduce_scatter)
+      .def("collective", &PyComm::collective)
       .def("allreduce_int8", &PyComm::allreduce_int8)
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
       .def("int8_owned", &PyComm::int8_owned)
@@ -455,9 +502,6 @@ void bind_comm(py::module_& m) {
       .def("device_allreduce_int8", &PyComm::device_allreduce_int8)
       .def("device_path", &PyComm::device_path)
       .def("algorithm", &PyComm::algorithm)
-      .def("allgather", &PyComm::allgather)
-      .def("broadcast", &PyComm::broadcast)
-      .def("barrier", &PyComm::barrier)
       .def("close", &PyComm::close)
       .def("abort", &PyComm::abort);
 }

@@ -7,6 +7,10 @@
 
 namespace pycomm {
 
+const char* allreduce_algorithm(size_t bytes, int size, const Tuning& tuning) {
+  return size == 1 ? "local" : bytes <= tuning.direct_max_bytes ? "direct" : "ring";
+}
+
 void allreduce(OpContext& ctx, const void* in_, void* out_, size_t count) {
   auto* in = static_cast<const uint8_t*>(in_);
   auto* out = static_cast<uint8_t*>(out_);

@@ -4,15 +4,21 @@
 #include <vector>
 
 #include "collectives.h"
+#include "../kernels/reduce.h"
 
 namespace pycomm {
 
-void broadcast(OpContext& ctx, void* buf_, size_t count, int root) {
-  auto* buf = static_cast<uint8_t*>(buf_);
+const char* broadcast_algorithm(size_t bytes, int size, const Tuning& tuning) {
+  return size == 1 ? "local" : bytes <= tuning.direct_max_bytes || size == 2 ? "direct" : "chain";
+}
+
+void broadcast(OpContext& ctx, const void* in, void* out, size_t count, int root) {
+  auto* buf = static_cast<uint8_t*>(out);
   const int n = ctx.size(), r = ctx.rank();
   const size_t bytes = count * ctx.elem();
+  if (r == root && in && in != out) kernels::copy(buf, in, bytes);
   if (n == 1) return;
-  if (bytes <= ctx.tuning.direct_max_bytes || n == 2) {
+  if (bytes <= ctx.tuning.direct_max_bytes || n == 2) {  // as broadcast_algorithm says
     if (r != root) {
       RecvSpec rv{root, bytes, Sink{buf}};
       return ctx.exchange(nullptr, 0, &rv, 1);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "collectives.h"
+#include "int8_seeds.h"
 #include "../kernels/quantize_int8.h"
 #include "../kernels/reduce.h"
 
@@ -28,17 +29,6 @@ namespace {
 struct Slice {
   size_t begin = 0, length = 0;
 };
-
-// Stochastic rounding must not draw the same numbers on every rank (their
-// errors would add up instead of averaging out), nor for the owner's second
-// rounding: each gets a seed of its own, derived like splitmix64.
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t z = a ^ (b * 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-constexpr uint64_t kOwnerStream = 0x6f776e6572ull;  // "owner"
 
 size_t align64(size_t n) { return (n + 63) & ~size_t(63); }
 
@@ -79,7 +69,7 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
   uint8_t *mine = scratch, *theirs = scratch + n * stride, *sums = scratch + 2 * n * stride;
   auto* own_buf = reinterpret_cast<float*>(scratch + 3 * n * stride);
   const float divisor = ctx.stamp.op == RedOp::kAvg ? static_cast<float>(n) : 1.0f;
-  const uint64_t worker_seed = mix(a.seed, 1 + r);
+  const uint64_t worker_seed = int8_worker_seed(a.seed, r);
 
   std::vector<SendSpec> sends;
   std::vector<RecvSpec> recvs;
@@ -139,7 +129,7 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
     // stretch is read before it is written).
     Packed sum = sum_of(r);
     kernels::reduce_requantize_int8(qs.data(), ss.data(), n, count, bs, divisor, a.stochastic,
-                                    mix(a.seed ^ kOwnerStream, first(r)),
+                                    int8_owner_seed(a.seed, first(r)),
                                     a.owner_residual ? a.owner_residual + local : nullptr, sum.q(),
                                     sum.scales(), own, r, out + first(r));
     // 5. Every rank gets every other owner's requantized piece and dequantizes it.
@@ -160,6 +150,8 @@ void run_int8(OpContext& ctx, const uint8_t* in, float* out, const std::vector<S
 }
 
 }  // namespace
+
+const char* int8_algorithm(size_t, int size, const Tuning&) { return size == 1 ? "local" : "int8 two-shot"; }
 
 size_t allreduce_int8_owned(size_t count, int size, int rank, size_t block_size) {
   return block_slices(count, size, block_size)[rank].length;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "collectives.h"
+#include "int8_seeds.h"
 #include "../common/error.h"
 #include "../cuda/cuda_kernels.h"
 #include "../cuda/device_memory.h"
@@ -119,19 +120,16 @@ void DeviceState::start(OpContext& ctx, const void* buffer, void* caller_stream)
   cuda::stream_wait(stream_, caller_stream);
 }
 
-void DeviceState::run(OpContext& ctx, const void* in, void* out, size_t count, int root,
-                      void* caller_stream) {
-  if (count == 0) {  // nothing to touch (pointers may be null): meet, to check the call
+void DeviceState::run(OpContext& ctx, const OpArgs& a, void* caller_stream) {
+  if (ctx.stamp.count == 0) {  // nothing to touch (pointers may be null): meet, to check the call
     ctx.sync_peers();
     return;
   }
-  start(ctx, out ? out : in, caller_stream);
-  auto* i = static_cast<const uint8_t*>(in);
-  auto* o = static_cast<uint8_t*>(out);
+  start(ctx, a.out ? a.out : a.in, caller_stream);
   if (single_host_) {
-    run_ipc(ctx, i, o, count, root);
+    run_ipc(ctx, a);
   } else {
-    run_staged(ctx, i, o, count, root);
+    run_staged(ctx, a);
   }
   cuda::stream_wait(caller_stream, stream_);
 }
@@ -202,7 +200,7 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
   float* own_residual = a.worker_residual ? a.worker_residual + first(r) : nullptr;
   cuda::widen_to_float32(static_cast<const uint8_t*>(in) + first(r) * es, ctx.stamp.dtype, length(r),
                          own_residual, own, stream_);
-  cuda::quantize_int8(in, ctx.stamp.dtype, count, bs, a.stochastic, a.seed ^ (0x9E3779B97F4A7C15ull * (r + 1)),
+  cuda::quantize_int8(in, ctx.stamp.dtype, count, bs, a.stochastic, int8_worker_seed(a.seed, r),
                       a.worker_residual, q_of(mine), s_of(mine), stream_);
   if (own_residual) cuda::zero_async(own_residual, length(r) * sizeof(float), stream_);
   // 2. Where every rank's scratch is (outputs stay private), once every
@@ -222,7 +220,7 @@ void DeviceState::run_int8(OpContext& ctx, const void* in, float* out, size_t co
     }
     const float divisor = ctx.stamp.op == RedOp::kAvg ? static_cast<float>(n) : 1.0f;
     cuda::reduce_requantize_int8(qs.data(), ss.data(), n, length(r), bs, divisor, a.stochastic,
-                                 a.seed ^ 0x6f776e6572ull ^ first(r), a.owner_residual,
+                                 int8_owner_seed(a.seed, first(r)), a.owner_residual,
                                  q_of(sums) + first(r), s_of(sums) + blocks.offset(r), own, r,
                                  stream_);
   }
@@ -263,105 +261,47 @@ void DeviceState::run_int8_staged(OpContext& ctx, const void* in, float* out, si
   cuda::copy_async(a.owner_residual, h.owner_residual, owner_bytes, stream_);
 }
 
-void DeviceState::run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root) {
+void DeviceState::run_ipc(OpContext& ctx, const OpArgs& a) {
+  const OpInfo& info = op_info(ctx.stamp.coll);
+  if (!info.ipc) throw_error(ErrorKind::kValue, std::string("no GPU path for ") + info.name);
   const int n = ctx.size(), r = ctx.rank();
   const size_t es = ctx.elem();
-  const Coll coll = ctx.stamp.coll;
-  const size_t in_bytes = count * es * (coll == Coll::kReduceScatter ? n : 1);
-  const size_t out_bytes = count * es * (coll == Coll::kAllgather ? n : 1);
+  const size_t in_bytes = a.in ? extent_elems(info.in, a, n, ctx.rank()) * es : 0;
+  const size_t out_bytes = a.out ? extent_elems(info.out, a, n, ctx.rank()) * es : 0;
   if (imported_.size() > kMaxImported) {  // between ops, once no queued kernel reads the mappings
     cuda::stream_sync(stream_);
     for (auto& kv : imported_) cuda::ipc_close(kv.second);
     imported_.clear();
   }
-
   // 1. Every rank learns where every other rank's buffers are, and our
   //    stream waits until every rank's input is ready.
-  const std::vector<Note> theirs = meet(ctx, {{}, export_ref(in, in_bytes), export_ref(out, out_bytes)});
-  std::vector<const uint8_t*> ins(n);
-  std::vector<uint8_t*> outs(n);
+  const std::vector<Note> theirs = meet(ctx, {{}, export_ref(a.in, in_bytes), export_ref(a.out, out_bytes)});
+  IpcView v{ctx, a, std::vector<const uint8_t*>(n), std::vector<uint8_t*>(n), stream_};
   for (int p = 0; p < n; ++p) {
-    ins[p] = p == r ? in : import_ref(theirs[p].in);
-    outs[p] = p == r ? out : import_ref(theirs[p].out);
+    v.ins[p] = p == r ? static_cast<const uint8_t*>(a.in) : import_ref(theirs[p].in);
+    v.outs[p] = p == r ? static_cast<uint8_t*>(a.out) : import_ref(theirs[p].out);
   }
-
   // 2. The data movement, on our stream.
-  const DType dt = ctx.stamp.dtype;
-  const RedOp op = ctx.stamp.op;
-  std::vector<const void*> srcs(n);
-  // Every rank's data at `offset`, reduced in rank order into every one of
-  // dsts: one pass when one launch takes every rank.
-  auto reduce_into = [&](std::vector<void*> dsts, size_t offset, size_t len) {
-    if (len == 0) return;
-    for (int p = 0; p < n; ++p) srcs[p] = ins[p] + offset;
-    if (n <= cuda::kMaxReduceSources) {
-      cuda::reduce_n_to(dsts.data(), static_cast<int>(dsts.size()), srcs.data(), n, len, dt, op, n, stream_);
-      return;
-    }
-    // More ranks than one launch takes: fold groups into dsts[0] (each later
-    // launch folding it in first), then copy.
-    const RedOp fold = op == RedOp::kAvg ? RedOp::kSum : op;
-    int done = cuda::kMaxReduceSources;
-    cuda::reduce_n(dsts[0], srcs.data(), done, len, dt, fold, stream_);
-    while (done < n) {
-      const int more = std::min(n - done, cuda::kMaxReduceSources - 1);
-      std::vector<const void*> group{dsts[0]};
-      group.insert(group.end(), srcs.begin() + done, srcs.begin() + done + more);
-      cuda::reduce_n(dsts[0], group.data(), static_cast<int>(group.size()), len, dt, fold, stream_);
-      done += more;
-    }
-    if (op == RedOp::kAvg) cuda::divide(dsts[0], len, dt, n, stream_);
-    for (size_t d = 1; d < dsts.size(); ++d) cuda::copy_async(dsts[d], dsts[0], len * es, stream_);
-  };
-  switch (coll) {
-    case Coll::kAllreduce: {  // slice r, reduced once, into every rank's output
-      Chunks ch{count, n};
-      const size_t at = ch.offset(r) * es;
-      std::vector<void*> dsts{out + at};
-      for (int p = 0; p < n; ++p)
-        if (p != r) dsts.push_back(outs[p] + at);
-      reduce_into(dsts, at, ch.length(r));
-      break;
-    }
-    case Coll::kReduceScatter:
-      reduce_into({out}, r * count * es, count);
-      break;
-    case Coll::kAllgather:
-      for (int p = 0; p < n; ++p)
-        if (p != r || in != out + r * count * es) cuda::copy_async(out + p * count * es, ins[p], count * es, stream_);
-      break;
-    case Coll::kBroadcast:
-      if (r != root) cuda::copy_async(out, ins[root], count * es, stream_);
-      break;
-    default:
-      throw_error(ErrorKind::kValue, std::string("no GPU path for ") + coll_name(coll));
-  }
+  info.ipc(v);
   // 3. Our stream goes on once no peer reads our input or writes our output.
   meet(ctx, {});
 }
 
-void DeviceState::run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root) {
-  const size_t n = ctx.size(), es = ctx.elem();
-  size_t in_bytes = count * es, out_bytes = count * es;
-  if (ctx.stamp.coll == Coll::kReduceScatter) in_bytes *= n;
-  if (ctx.stamp.coll == Coll::kAllgather) out_bytes *= n;
+void DeviceState::run_staged(OpContext& ctx, const OpArgs& a) {
+  const OpInfo& info = op_info(ctx.stamp.coll);
+  const int n = ctx.size();
+  const size_t es = ctx.elem();
+  const size_t in_bytes = a.in ? extent_elems(info.in, a, n, ctx.rank()) * es : 0;
+  const size_t out_bytes = a.out ? extent_elems(info.out, a, n, ctx.rank()) * es : 0;
   const size_t in_room = align64(in_bytes);
   uint8_t* host_in = pinned(in_room + out_bytes);
-  uint8_t* host_out = host_in + in_room;
-  cuda::copy_async(host_in, ctx.stamp.coll == Coll::kBroadcast ? out : in, in_bytes, stream_);
+  OpArgs h = a;
+  h.in = a.in ? host_in : nullptr;
+  h.out = a.out ? host_in + in_room : nullptr;
+  if (in_bytes) cuda::copy_async(host_in, a.in, in_bytes, stream_);
   cuda::stream_sync(stream_);
-  switch (ctx.stamp.coll) {
-    case Coll::kAllreduce: allreduce(ctx, host_in, host_out, count); break;
-    case Coll::kReduceScatter: reduce_scatter(ctx, host_in, host_out, count); break;
-    case Coll::kAllgather: allgather(ctx, host_in, host_out, count); break;
-    case Coll::kBroadcast:
-      broadcast(ctx, host_in, count, root);
-      host_out = host_in;
-      break;
-    default:
-      throw_error(ErrorKind::kValue, std::string("no GPU path for ") + coll_name(ctx.stamp.coll));
-  }
-  cuda::copy_async(out, host_out, out_bytes, stream_);
+  info.host(ctx, h);
+  if (out_bytes) cuda::copy_async(a.out, h.out, out_bytes, stream_);
 }
 
 }  // namespace pycomm

@@ -35,6 +35,30 @@
 
 namespace pycomm {
 
+// What an operation's GPU path on one host works on (OpInfo::ipc): every
+// rank's input and output mapped into this process, and this rank's stream.
+// The op queues its copies and kernels on `stream`; every rank's input is
+// ready when it runs, and no rank reuses its buffers until every rank's
+// queued work is done.
+struct IpcView {
+  OpContext& ctx;
+  const OpArgs& args;
+  std::vector<const uint8_t*> ins;  // ins[p]: rank p's input (null where it passes none)
+  std::vector<uint8_t*> outs;
+  void* stream;
+};
+// The GPU paths of the operations that have one (device_ops.cpp).
+void ipc_allreduce(IpcView& v);
+void ipc_reduce_scatter(IpcView& v);
+void ipc_allgather(IpcView& v);
+void ipc_broadcast(IpcView& v);
+void ipc_gather(IpcView& v);
+void ipc_scatter(IpcView& v);
+void ipc_reduce(IpcView& v);
+void ipc_alltoall(IpcView& v);
+void ipc_allgatherv(IpcView& v);
+void ipc_reduce_scatterv(IpcView& v);
+
 class DeviceState {
  public:
   // single_host: every rank shares this host (CUDA IPC); else host staging.
@@ -43,8 +67,9 @@ class DeviceState {
   DeviceState(const DeviceState&) = delete;
   DeviceState& operator=(const DeviceState&) = delete;
 
-  // in/out/count/root as for the host collectives (collectives.h).
-  void run(OpContext& ctx, const void* in, void* out, size_t count, int root, void* caller_stream);
+  // Runs ctx.stamp.coll (operation.h) on GPU buffers: a.in / a.out are
+  // device pointers sized as the op's row says.
+  void run(OpContext& ctx, const OpArgs& a, void* caller_stream);
   // The compressed allreduce (ctx.stamp.coll kAllreduceInt8), residuals
   // (a.*_residual) in GPU memory. On one host: the two-shot of compressed.cpp
   // with the CUDA kernels, every rank's int8 bytes read in place by their
@@ -70,8 +95,8 @@ class DeviceState {
  private:
   Ref export_ref(const void* ptr, size_t bytes);
   uint8_t* import_ref(const Ref& ref);
-  void run_ipc(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
-  void run_staged(OpContext& ctx, const uint8_t* in, uint8_t* out, size_t count, int root);
+  void run_ipc(OpContext& ctx, const OpArgs& a);
+  void run_staged(OpContext& ctx, const OpArgs& a);
   void run_int8_staged(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a);
   void start(OpContext& ctx, const void* buffer, void* caller_stream);
   // Records our event, swaps notes with every peer, and queues waits for

@@ -41,28 +41,15 @@ Frame make_frame(const OpStamp& s, int src, size_t payload) {
 
 }  // namespace
 
-const char* coll_name(Coll c) {
-  switch (c) {
-    case Coll::kAllreduce: return "allreduce";
-    case Coll::kReduceScatter: return "reduce_scatter";
-    case Coll::kAllgather: return "allgather";
-    case Coll::kBroadcast: return "broadcast";
-    case Coll::kBarrier: return "barrier";
-    case Coll::kAllreduceInt8: return "int8 allreduce";
-    case Coll::kReduceScatterInt8: return "int8 reduce_scatter";
-  }
-  return "unknown collective";
-}
-
 std::string describe(const OpStamp& s) {
-  std::string d = strprintf("%s #%llu", coll_name(s.coll), static_cast<unsigned long long>(s.seq));
-  if (s.coll == Coll::kBarrier) return d;
+  const OpInfo& info = op_info(s.coll);
+  std::string d = strprintf("%s #%llu", info.name, static_cast<unsigned long long>(s.seq));
+  if (info.in == Extent::kNone && info.out == Extent::kNone) return d;
   d += strprintf(" (%s x %llu", dtype_name(s.dtype), static_cast<unsigned long long>(s.count));
-  if (s.coll != Coll::kAllgather && s.coll != Coll::kBroadcast)
-    d += std::string(", ") + redop_name(s.op);
-  if (coll_is_int8(s.coll)) d += strprintf(", block %u", s.block_size);
+  if (info.reduces) d += std::string(", ") + redop_name(s.op);
+  if (info.int8) d += strprintf(", block %u", s.block_size);
   if (s.device) d += ", GPU buffers";
-  if (s.coll == Coll::kBroadcast) d += strprintf(", root %d", s.root);
+  if (info.rooted) d += strprintf(", root %d", s.root);
   return d + ")";
 }
 

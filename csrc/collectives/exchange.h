@@ -15,22 +15,11 @@
 
 #include "../common/deadline.h"
 #include "../common/dtype.h"
+#include "../common/options.h"
 #include "../transport/transport.h"
+#include "operation.h"
 
 namespace pycomm {
-
-enum class Coll : uint8_t {
-  kAllreduce = 1,
-  kReduceScatter = 2,
-  kAllgather = 3,
-  kBroadcast = 4,
-  kBarrier = 5,
-  kAllreduceInt8 = 6,      // compressed (compressed.cpp): int8 on the wire
-  kReduceScatterInt8 = 7,
-};
-constexpr uint8_t kNumColls = 8;
-inline bool coll_is_int8(Coll c) { return c == Coll::kAllreduceInt8 || c == Coll::kReduceScatterInt8; }
-const char* coll_name(Coll c);
 
 // What every rank must agree on for one collective call.
 struct OpStamp {
@@ -77,6 +66,17 @@ struct Tuning {
   size_t direct_max_bytes = 32 << 10;   // at or below: one-step direct algorithms
   size_t int8_piece_bytes = 256 << 10;  // int8 collectives: float32 bytes per owner per round
   bool single_host = false;             // every rank on this host (GPU buffers: CUDA IPC)
+
+  // From options slice_bytes, direct_max_bytes, int8_piece_bytes and
+  // local_ranks (single_host when it is `size`).
+  static Tuning from(const Options& o, int size) {
+    Tuning t;
+    t.slice_bytes = o.get_size("slice_bytes", t.slice_bytes);
+    t.direct_max_bytes = o.get_size("direct_max_bytes", t.direct_max_bytes);
+    t.int8_piece_bytes = o.get_size("int8_piece_bytes", t.int8_piece_bytes);
+    t.single_host = o.get_int("local_ranks", 1) == size;
+    return t;
+  }
 };
 
 // Scratch memory an algorithm may use; owned by the communicator, reused across ops.
@@ -111,7 +111,7 @@ class OpContext {
   int size() const { return tr.size(); }
   size_t elem() const { return dtype_size(stamp.dtype); }
   // The unit messages move in: an element, or a byte for int8 payloads.
-  size_t granule() const { return coll_is_int8(stamp.coll) ? 1 : elem(); }
+  size_t granule() const { return op_info(stamp.coll).int8 ? 1 : elem(); }
   int peer(int offset) const { return ((rank() + offset) % size() + size()) % size(); }
 
   // Runs all the sends and receives to completion, concurrently.

@@ -34,28 +34,18 @@ void ring_allgather(OpContext& ctx, uint8_t* buf, const Chunks& chunks) {
   }
 }
 
-const char* algorithm_name(Coll coll, size_t bytes, int size, const Tuning& tuning) {
-  // The same tests as allreduce.cpp, reduce_scatter.cpp, allgather.cpp,
-  // broadcast.cpp and barrier.cpp (bytes: one rank's block).
-  if (size == 1) return "local";
-  const bool small = bytes <= tuning.direct_max_bytes;
-  switch (coll) {
-    case Coll::kAllreduce:
-    case Coll::kReduceScatter:
-    case Coll::kAllgather: return small ? "direct" : "ring";
-    case Coll::kBroadcast: return small || size == 2 ? "direct" : "chain";
-    case Coll::kBarrier: return "dissemination";
-    case Coll::kAllreduceInt8:
-    case Coll::kReduceScatterInt8: return "int8 two-shot";
-  }
-  return "?";
-}
-
 void finish_avg(OpContext& ctx, uint8_t* buf, size_t count) {
   if (ctx.stamp.op == RedOp::kAvg) kernels::divide(buf, count, ctx.stamp.dtype, ctx.size());
 }
 
-void direct_reduce(OpContext& ctx, const BlockFor& block_for, uint8_t* out, size_t count) {
+std::vector<size_t> prefix_sums(const uint64_t* counts, int n) {
+  std::vector<size_t> s(n + 1, 0);
+  for (int p = 0; p < n; ++p) s[p + 1] = s[p] + counts[p];
+  return s;
+}
+
+void direct_reduce(OpContext& ctx, const BlockFor& block_for, uint8_t* out, size_t count,
+                   const CountFor& count_for) {
   const int n = ctx.size(), r = ctx.rank();
   const size_t bytes = count * ctx.elem();
   uint8_t* gathered = ctx.scratch.get(n * bytes);
@@ -64,10 +54,16 @@ void direct_reduce(OpContext& ctx, const BlockFor& block_for, uint8_t* out, size
   std::vector<RecvSpec> recvs;
   for (int p = 0; p < n; ++p) {
     if (p == r) continue;
-    sends.push_back({p, block_for(p), bytes});
+    sends.push_back({p, block_for(p), count_for ? count_for(p) * ctx.elem() : bytes});
     recvs.push_back({p, bytes, Sink{gathered + p * bytes}});
   }
   ctx.exchange(sends.data(), sends.size(), recvs.data(), recvs.size());
+  reduce_blocks(ctx, gathered, out, count);
+}
+
+void reduce_blocks(OpContext& ctx, const uint8_t* gathered, uint8_t* out, size_t count) {
+  const int n = ctx.size();
+  const size_t bytes = count * ctx.elem();
   if (n == 1) {
     kernels::copy(out, gathered, bytes);
   } else {

@@ -25,26 +25,6 @@ uint64_t Communicator::ops_submitted() {
   return next_seq_;
 }
 
-namespace {
-
-void run_host(OpContext& ctx, const CollArgs& a, const Int8Args& int8) {
-  switch (a.coll) {
-    case Coll::kAllreduce: allreduce(ctx, a.in, a.out, a.count); break;
-    case Coll::kReduceScatter: reduce_scatter(ctx, a.in, a.out, a.count); break;
-    case Coll::kAllgather: allgather(ctx, a.in, a.out, a.count); break;
-    case Coll::kBroadcast: broadcast(ctx, a.out, a.count, a.root); break;
-    case Coll::kBarrier: barrier(ctx); break;
-    case Coll::kAllreduceInt8:
-      allreduce_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
-      break;
-    case Coll::kReduceScatterInt8:
-      reduce_scatter_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8);
-      break;
-  }
-}
-
-}  // namespace
-
 std::string Communicator::device_path() {
   std::lock_guard<std::mutex> lk(device_mu_);
   return device_ ? device_->describe() : "GPU path not started";
@@ -58,12 +38,13 @@ void Communicator::execute(Op& op) {
   stamp.dtype = a.dtype;
   stamp.op = a.op;
   stamp.root = a.root;
-  stamp.count = a.count;
+  stamp.count = stamp_count(op_info(a.coll), a, size_);
   stamp.device = a.device;
-  Int8Args int8 = a.int8;
-  if (coll_is_int8(a.coll)) {
-    stamp.block_size = static_cast<uint32_t>(int8.block_size);
-    if (a.seed_from_seq) int8.seed = op.seq;
+  const OpInfo& info = op_info(a.coll);
+  OpArgs args = a;
+  if (info.int8) {
+    stamp.block_size = static_cast<uint32_t>(args.int8.block_size);
+    if (a.seed_from_seq) args.int8.seed = op.seq;
   }
   {
     std::lock_guard<std::mutex> lk(broken_mu_);
@@ -81,13 +62,13 @@ void Communicator::execute(Op& op) {
       if (a.device) {
         std::lock_guard<std::mutex> lk(device_mu_);
         if (!device_) device_ = std::make_unique<DeviceState>(tuning_.single_host);
-        if (coll_is_int8(a.coll)) {
-          device_->run_int8(ctx, a.in, static_cast<float*>(a.out), a.count, int8, a.stream);
+        if (info.int8) {
+          device_->run_int8(ctx, args.in, static_cast<float*>(args.out), args.count, args.int8, a.stream);
         } else {
-          device_->run(ctx, a.in, a.out, a.count, a.root, a.stream);
+          device_->run(ctx, args, a.stream);
         }
       } else {
-        run_host(ctx, a, int8);
+        info.host(ctx, args);
       }
     } catch (const CommError&) {
       throw;

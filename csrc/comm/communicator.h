@@ -20,18 +20,16 @@
 
 namespace pycomm {
 
-struct CollArgs {
+// One call: the operation (its row in operation.h says what the OpArgs
+// fields mean for it) and what every call carries.
+struct CollArgs : OpArgs {
   Coll coll = Coll::kBarrier;
   DType dtype = DType::kUInt8;
   RedOp op = RedOp::kSum;
-  int root = 0;
-  const void* in = nullptr;
-  void* out = nullptr;
-  size_t count = 0;     // per-rank elements (see collectives.h for each op)
   double timeout_s = 0;  // > 0
-  // int8 collectives only: the output is float32; block_size goes on the wire.
-  Int8Args int8;
-  bool seed_from_seq = false;  // stochastic rounding without a seed: the op's sequence number
+  // int8 rows: stochastic rounding without a seed takes the op's sequence
+  // number (every path: host, GPU on one host, GPU staged).
+  bool seed_from_seq = false;
   // GPU buffers (in/out are device pointers): run by DeviceState after
   // `stream` (the caller's cudaStream_t; nullptr: the legacy default stream).
   bool device = false;

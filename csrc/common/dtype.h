@@ -1,5 +1,6 @@
 // Element types and reduction operators shared by every layer.
-// The numeric codes are part of the Python binding's contract (pycomm/_dtypes.py).
+// The numeric codes are exported to Python as _C.DTYPES and _C.REDUCE_OPS
+// (bindings/module.cpp): every Python layer reads them from there.
 #pragma once
 
 #include <cstddef>

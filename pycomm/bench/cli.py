@@ -19,7 +19,7 @@ import tempfile
 
 from . import report
 from .backends import BACKENDS, LIBRARIES, OPS
-from .data import DTYPES, FLOATS, DataSpec
+from .data import DTYPES, FLOATS, REDOPS, DataSpec
 from .runner import sweep
 from .world import World, under_mpirun
 
@@ -61,7 +61,7 @@ def parser():
     p.add_argument("-e", "--maxbytes", type=parse_size, default="256M", help="last size (default 256M)")
     p.add_argument("-f", "--stepfactor", type=int, default=4, help="size multiplier per step (default 4)")
     p.add_argument("-d", "--datatype", choices=DTYPES, default="float32")
-    p.add_argument("-o", "--redop", choices=("sum", "prod", "min", "max", "avg"), default="sum",
+    p.add_argument("-o", "--redop", choices=REDOPS, default="sum",
                    help="reduction (allreduce, reduce_scatter)")
     p.add_argument("--iters", type=int, help="timed iterations per size (default: by size, %d..%d)" % (5, 1000))
     p.add_argument("--warmup", type=int, help="untimed iterations per size first (default: iters/10, 2..50)")

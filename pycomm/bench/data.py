@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pycomm import _C
+
 GEN_CHUNK = 1 << 18     # elements per independently seeded block of input
 CHECK_CHUNK = 1 << 20   # elements compared at a time
 
@@ -29,7 +31,7 @@ FLOATS = {
 }
 INTS = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32, "int64": np.int64}
 DTYPES = tuple(FLOATS) + tuple(INTS)
-REDOPS = ("sum", "prod", "min", "max", "avg")
+REDOPS = tuple(_C.REDUCE_OPS)
 
 
 def storage_dtype(name):

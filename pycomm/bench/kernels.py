@@ -37,7 +37,7 @@ def cases(count, block):
     _C._quantize_int8(y, block, False, 0, None, q, s)
     q2, s2 = q.copy(), s.copy()
     qo, so = np.empty_like(q), np.empty_like(s)
-    f32 = 0  # DType code of float32
+    f32 = _C.DTYPES["float32"]
     return [
         ("memcpy (numpy copyto)", lambda: np.copyto(out, x)),
         ("reduce sum float32", lambda: K.reduce(out, x, y, f32, 0)),

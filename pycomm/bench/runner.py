@@ -14,14 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pycomm import _C
 from . import data
 
-BUSBW_FACTOR = {
-    "allreduce": lambda n: 2 * (n - 1) / n,
-    "reduce_scatter": lambda n: (n - 1) / n,
-    "allgather": lambda n: (n - 1) / n,
-    "broadcast": lambda n: 1.0,
-}
+_OPERATIONS = _C.operations()  # busbw(n): nccl-tests' factor, from the core's table of operations
 ITER_BYTES = 1 << 30          # auto iterations: about this many bytes per size ...
 MIN_ITERS, MAX_ITERS = 5, 1000  # ... within these bounds
 
@@ -113,7 +109,7 @@ def stats_row(op, p, spec, times_us):
     return {
         "op": op, "bytes": p.bytes, "count": p.count, "dtype": spec.dtype, "redop": spec.redop,
         "nranks": spec.nranks, "time_us": median, "algbw_GBps": algbw,
-        "busbw_GBps": algbw * BUSBW_FACTOR[op](spec.nranks),
+        "busbw_GBps": algbw * _OPERATIONS[op]["busbw"](spec.nranks),
         "p99_us": float(np.percentile(times_us, 99, method="higher")), "min_us": float(times_us.min()),
     }
 

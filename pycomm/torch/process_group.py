@@ -38,7 +38,7 @@ __all__ = ["ProcessGroupPycomm", "devices"]
 _R = dist.ReduceOp.RedOpType
 _OPS = {int(_R.SUM): "sum", int(_R.AVG): "avg", int(_R.PRODUCT): "prod", int(_R.MIN): "min",
         int(_R.MAX): "max"}
-_CODES = {int(_R.SUM): 0, int(_R.PRODUCT): 1, int(_R.MIN): 2, int(_R.MAX): 3, int(_R.AVG): 4}  # pycomm.ReduceOp
+_CODES = {k: op_code(name) for k, name in _OPS.items()}  # torch's op -> pycomm's code
 _NAMES = {code: _OPS[k] for k, code in _CODES.items()}
 _NATIVE = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
            torch.int32, torch.int64}
@@ -127,7 +127,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                                         name=f"torch/{group_name}")
         self._p2p = StoreP2P(store, rank, size, self._timeout)
         self._monitored_barrier = MonitoredBarrier(store, rank, size)
-        self._overlap = overlap_bytes(self.comm._hosts, rank)  # None: every op inline
+        self._overlap = overlap_bytes(self.comm.hosts, rank)  # None: every op inline
         self._completer = Completer(f"torch/{group_name}")
 
     # -- identity --------------------------------------------------------------
@@ -204,7 +204,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         if isinstance(tensors, torch.Tensor):
             tensors = [tensors]
         if opts is None:
-            code = 0
+            code = _CODES[int(_R.SUM)]
         else:
             try:  # the common case, kept short: a few us of Python in all
                 code = _CODES[opts.reduceOp.op.value]
@@ -214,14 +214,11 @@ class ProcessGroupPycomm(dist.ProcessGroup):
             t = tensors[0]
             if (t.layout == torch.strided and t.dtype in _NATIVE and t.is_contiguous() and not t.is_cuda
                     and not t.requires_grad):
-                # Straight to the native core (what Communicator.allreduce does for host buffers).
-                comm = self.comm
                 overlap = self._overlapped(t.numel() * t.element_size())
                 try:
-                    native = comm._native.allreduce(t, None, code, overlap, self._timeout)
+                    native = self.comm.allreduce(t, code, async_op=overlap, timeout=self._timeout)
                 except CommError as e:
                     return Work(tensors, error=e)
-                comm._submitted("allreduce", t)
                 if not overlap:
                     return Work(tensors)
                 return Work(tensors, pending=self._completer.add(native), native=native)

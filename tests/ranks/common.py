@@ -67,7 +67,7 @@ def check_identical(comm, arr, what):
     """All ranks hold bitwise identical bytes (compared through the store, not pycomm)."""
     digest = hashlib.sha256(np.ascontiguousarray(arr).view(np.uint8).tobytes()).hexdigest().encode()
     key = f"identical/{what}"
-    all_digests = comm._store.allgather(key, comm.rank, comm.size, digest, 60)
+    all_digests = comm.store.allgather(key, comm.rank, comm.size, digest, 60)
     if len(set(all_digests)) != 1:
         raise AssertionError(f"{what}: ranks differ bitwise: {[d[:8] for d in all_digests]}")
 

@@ -54,7 +54,7 @@ def mismatch_kinds(comm):
         ("op", lambda c: c.allreduce(np.ones(64, np.float32), op="max" if r else "sum"), "max"),
         ("root", lambda c: c.broadcast(np.ones(64, np.float32), root=1 if r else 0), "broadcast #0"),
         ("compressed", lambda c: c.allreduce(np.ones(64, np.float32), compress="int8" if r else None),
-         "int8 allreduce"),
+         "allreduce_int8"),
         ("block", lambda c: c.allreduce(np.ones(256, np.float32), compress="int8",
                                         block_size=128 if r else 64), "block 128"),
     ]
