@@ -87,12 +87,15 @@ void OpContext::check_frame(const uint8_t* bytes, const RecvSpec& r) {
               theirs.op == stamp.op && theirs.root == stamp.root && theirs.count == stamp.count &&
               theirs.block_size == stamp.block_size && theirs.device == stamp.device &&
               f.payload == r.bytes;
-  if (!same)
-    throw_error(ErrorKind::kMismatch,
-                strprintf("collective mismatch between rank %d and rank %d: rank %d called %s, "
-                          "rank %d called %s",
-                          rank(), r.peer, rank(), describe(stamp).c_str(), r.peer,
-                          describe(theirs).c_str()));
+  if (!same) {
+    std::string msg = strprintf("collective mismatch between rank %d and rank %d: rank %d called %s, "
+                                "rank %d called %s",
+                                rank(), r.peer, rank(), describe(stamp).c_str(), r.peer, describe(theirs).c_str());
+    if (f.payload != r.bytes)  // the uneven forms: the counts of one pair disagree
+      msg += strprintf("; rank %d sends %llu bytes where rank %d expects %zu", r.peer,
+                       static_cast<unsigned long long>(f.payload), rank(), r.bytes);
+    throw_error(ErrorKind::kMismatch, msg);
+  }
 }
 
 void OpContext::sync_peers() {

@@ -57,14 +57,27 @@ def mismatch_kinds(comm):
          "allreduce_int8"),
         ("block", lambda c: c.allreduce(np.ones(256, np.float32), compress="int8",
                                         block_size=128 if r else 64), "block 128"),
+        # Each rank thinks the other is the root: both send and return, and
+        # the mismatch surfaces at the next call (roots that both wait to
+        # receive could only time out, naming the peer not heard from).
+        ("gather root", lambda c: c.gather(np.ones(4, np.float32), root=0 if r else 1), "gather #0"),
+        ("alltoall vs reduce", lambda c: c.alltoall(np.ones(4 * c.size, np.float32)) if r
+         else c.reduce(np.ones(4, np.float32), root=0), "alltoall #0"),
+        ("alltoallv counts", lambda c: c.alltoall(np.ones(c.size + r, np.float32),
+                                                  send_counts=[1 + (r if p == 0 else 0) for p in range(c.size)],
+                                                  recv_counts=[1] * c.size), "bytes"),
+        ("allgatherv counts", lambda c: c.allgather(np.ones(2 + (r == 1), np.float32),
+                                                    counts=[2, 2 + (r == 1)] + [0] * (c.size - 2)),
+         "allgatherv #0"),
     ]
     for what, call, mention in cases:
         c = comm_from_env(timeout=30, name=f"mismatch-{what}")
         try:
             call(c)
-            # Only a broadcast root waits for nobody: both "roots" sent and
-            # returned, and the mismatch surfaces at the next call.
-            assert what == "root", f"{what}: no MismatchError"
+            # A rank that waits for nobody it disagrees with (a broadcast root,
+            # gather's senders, an alltoallv rank whose own receives match):
+            # both sent and returned, and the mismatch surfaces at the next call.
+            assert what in ("root", "gather root", "alltoallv counts"), f"{what}: no MismatchError"
             c.barrier()
         except pycomm.MismatchError as e:
             assert mention in str(e), f"{what}: {e}"
@@ -138,6 +151,29 @@ def bad_input(comm):
         (ValueError, lambda: comm.broadcast(f32, root=-1), "negative root"),
         (TypeError, lambda: comm.broadcast(f32, root="0"), "root type"),
         (ValueError, lambda: comm.broadcast(ro), "read-only broadcast"),
+        (ValueError, lambda: comm.gather(f32, root=comm.size), "gather root out of range"),
+        (TypeError, lambda: comm.reduce(f32, root=1.0), "reduce root type"),
+        (ValueError, lambda: comm.gather(f32, root=0, out=np.empty(3, np.float32)) if comm.rank == 0
+         else comm.gather(f32, root=-1), "gather out size"),
+        (ValueError, lambda: comm.scatter(None, root=(comm.rank + 1) % comm.size), "scatter without out"),
+        (ValueError, lambda: comm.scatter(np.ones(comm.size * 2 + 1, np.float32), root=comm.rank),
+         "scatter x size"),
+        (ValueError, lambda: comm.reduce(f32, root=comm.rank, out=np.empty(9, np.float32)), "reduce out size"),
+        (ValueError, lambda: comm.reduce(np.ones(4, np.int32), root=0, op="avg"), "reduce avg on ints"),
+        (ValueError, lambda: comm.alltoall(np.ones(comm.size * 2 + 1, np.float32)), "alltoall x size"),
+        (ValueError, lambda: comm.alltoall(f32, out=f32), "alltoall in place"),
+        (ValueError, lambda: comm.alltoall(np.ones(8 * comm.size, np.float32),
+                                           out=np.ones(8 * comm.size, np.float32)[1:]), "alltoall out size"),
+        (ValueError, lambda: comm.alltoall(f32, send_counts=[1] * comm.size), "alltoallv one list"),
+        (ValueError, lambda: comm.alltoall(f32, send_counts=[1] * (comm.size + 1), recv_counts=[1] * comm.size),
+         "alltoallv counts length"),
+        (ValueError, lambda: comm.alltoall(f32, send_counts=[-1] + [1] * (comm.size - 1),
+                                           recv_counts=[1] * comm.size), "alltoallv negative count"),
+        (TypeError, lambda: comm.alltoall(f32, send_counts="abc", recv_counts=[1] * comm.size), "counts type"),
+        (TypeError, lambda: comm.allgather(f32, counts=[1.5] * comm.size), "float counts"),
+        (ValueError, lambda: comm.allgather(f32, counts=[3] * comm.size), "allgatherv x size"),
+        (ValueError, lambda: comm.reduce_scatter(f32, counts=[8] * comm.size), "reduce_scatterv x size"),
+        (ValueError, lambda: comm.reduce_scatter(f32, counts=[2] * comm.size, compress="int8"), "v and int8"),
     ]
     for exc, fn, what in cases:
         try:

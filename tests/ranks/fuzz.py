@@ -20,7 +20,8 @@ from common import check_close, comm_from_env, log, reference
 
 DTYPES = ["float32", "float64", "float16", "int8", "uint8", "int32", "int64"]
 FLOATS = {"float32", "float64", "float16"}
-COLLS = ["allreduce", "allreduce", "reduce_scatter", "allgather", "broadcast", "barrier", "int8"]
+COLLS = ["allreduce", "allreduce", "reduce_scatter", "allgather", "broadcast", "barrier", "int8",
+         "gather", "scatter", "reduce", "alltoall", "alltoallv"]
 
 
 def rss_mib():
@@ -83,6 +84,30 @@ class Op:
             src = self.result[r * self.count:(r + 1) * self.count] if self.inplace else self.xs[r]
             src[...] = self.xs[r]
             w = c.allgather(src, out=self.result, **kw)
+        elif self.coll == "gather":
+            self.xs = inputs(self.seed, self.i, n, self.count, self.dtype, "sum")
+            self.result = np.empty(self.count * n, self.dtype) if r == self.root else None
+            w = c.gather(self.xs[r], root=self.root, out=self.result, **kw)
+        elif self.coll == "scatter":
+            self.xs = inputs(self.seed, self.i, n, self.count * n, self.dtype, "sum")
+            self.result = np.empty(self.count, self.dtype)
+            w = c.scatter(self.xs[r] if r == self.root else None, root=self.root, out=self.result, **kw)
+        elif self.coll == "reduce":
+            self.xs = inputs(self.seed, self.i, n, self.count * n, self.dtype, self.op)
+            x = self.xs[r].copy()
+            self.result = x if self.inplace else np.empty_like(x)
+            w = c.reduce(x, root=self.root, op=self.op, out=None if self.inplace else self.result, **kw)
+        elif self.coll == "alltoall":
+            self.xs = inputs(self.seed, self.i, n, self.count * n, self.dtype, "sum")
+            self.result = np.empty(self.count * n, self.dtype)
+            w = c.alltoall(self.xs[r], out=self.result, **kw)
+        elif self.coll == "alltoallv":  # counts[p][q]: what p sends q, drawn from (seed, op)
+            g = np.random.default_rng([self.seed, self.i, 99])
+            self.counts = g.integers(0, max(self.count, 1) * 2 + 1, (n, n)).tolist()
+            self.xs = [inputs(self.seed, self.i, n, sum(self.counts[p]), self.dtype, "sum")[p] for p in range(n)]
+            recv = [self.counts[p][r] for p in range(n)]
+            self.result = np.empty(sum(recv), self.dtype)
+            w = c.alltoall(self.xs[r], out=self.result, send_counts=self.counts[r], recv_counts=recv, **kw)
         else:  # broadcast
             self.xs = inputs(self.seed, self.i, n, self.count, self.dtype, "sum")
             self.result = self.xs[r].copy()
@@ -94,8 +119,18 @@ class Op:
         what = f"op {self.i}: {self.coll} {self.dtype} {self.op} count={self.count} on comm {self.comm.name}"
         if self.coll == "barrier":
             return
-        if self.coll == "allgather":
-            assert np.array_equal(self.result, np.concatenate(self.xs)), what
+        if self.coll in ("allgather", "gather"):
+            if self.result is not None:
+                assert np.array_equal(self.result, np.concatenate(self.xs)), what
+        elif self.coll == "scatter":
+            assert np.array_equal(self.result, self.xs[self.root][r * self.count:(r + 1) * self.count]), what
+        elif self.coll == "alltoall":
+            want = np.concatenate([x[r * self.count:(r + 1) * self.count] for x in self.xs])
+            assert np.array_equal(self.result, want), what
+        elif self.coll == "alltoallv":
+            starts = [np.cumsum([0] + self.counts[p]) for p in range(n)]
+            want = np.concatenate([self.xs[p][starts[p][r]:starts[p][r + 1]] for p in range(n)])
+            assert np.array_equal(self.result, want), what
         elif self.coll == "broadcast":
             assert np.array_equal(self.result, self.xs[self.root]), what
         elif self.coll == "int8":
@@ -104,6 +139,8 @@ class Op:
                 err = np.sqrt(np.mean((self.result - ref) ** 2) / max(np.mean(ref ** 2), 1e-30))
                 assert err <= 0.02, f"{what}: int8 error {err:.3%}"
         else:
+            if self.coll == "reduce" and r != self.root:
+                return
             ref = reference(self.xs, self.op, self.dtype)
             if self.coll == "reduce_scatter":
                 ref = ref[r * self.count:(r + 1) * self.count]
