@@ -21,6 +21,23 @@ from .topology import bind_address, choose_transport, host_id
 
 DEFAULT_TIMEOUT = 300.0
 _OPERATIONS = _C.operations()  # csrc/collectives/operation.h: what each op takes
+
+
+class _Row:
+    """An operation's row of _C.operations(), as attributes (read on every call)."""
+    __slots__ = ("code", "reduces", "rooted", "in_place", "counts", "has_in", "has_out", "in_at_root",
+                 "out_at_root")
+
+    def __init__(self, row):
+        self.code = row["code"]
+        self.reduces, self.rooted, self.in_place, self.counts = (
+            row["reduces"], row["rooted"], row["in_place"], row["counts"])
+        self.has_in, self.has_out = row["in"] != "none", row["out"] != "none"
+        self.in_at_root, self.out_at_root = row["in"].endswith("at root"), row["out"].endswith("at root")
+
+
+_ROWS = {name: _Row(row) for name, row in _OPERATIONS.items()}
+_ALLREDUCE = _ROWS["allreduce"].code
 _comm_ids = itertools.count()
 
 
@@ -313,7 +330,7 @@ class Communicator:
                 if self._hierarchy is None:
                     self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
                 return self._hierarchy.allreduce(x, x if out is None else out, op, timeout)
-            w = self._native.collective("allreduce", x, out, op_code(op), 0, None, None, async_op, timeout)
+            w = self._native.collective(_ALLREDUCE, x, out, op_code(op), 0, async_op, timeout)
             self._submitted("allreduce", x, f" {op}")
             result = x if out is None else out
         else:
@@ -356,7 +373,7 @@ class Communicator:
             out = _flat_empty(x, n // self.size) if compress is None else _float32_empty(x, n // self.size)
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
-            w = self._native.collective("reduce_scatter", x, out, op_code(op), 0, None, None, async_op, timeout)
+            w = self._native.collective(_ROWS["reduce_scatter"].code, x, out, op_code(op), 0, async_op, timeout)
             self._submitted("reduce_scatter", x, f" {op}")
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
@@ -421,34 +438,48 @@ class Communicator:
         """Every uncompressed op of the core's table (_C.operations()): the
         output allocated where the caller may leave it out, then one native
         entry point that checks everything before anything is sent."""
-        row = _OPERATIONS[coll]
+        row = _ROWS[coll]
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
-        if row["rooted"] and (isinstance(root, bool) or not isinstance(root, int)):
-            raise TypeError(f"root must be an int, not {type(root).__name__}")
-        code = op_code(op) if row["reduces"] else 0
-        has_in, has_out = _present(row["in"], self.rank, root), _present(row["out"], self.rank, root)
-        if (has_in and _on_gpu(x, out)) or (not has_in and has_out and out is not None and _on_gpu(out, None)):
-            return self._device_op(coll, x, out, op, root, async_op, timeout, counts=counts)
-        if not has_in:
-            x = None  # read at the root only
-        if has_out and out is None and not row["in_place"] and x is not None:
-            want = _elems(row["out"], _per_rank(row, _size_of(x), self.size), self.size, self.rank, counts, recv_counts)
+        if row.rooted:
+            if isinstance(root, bool) or not isinstance(root, int):
+                raise TypeError(f"root must be an int, not {type(root).__name__}")
+            has_in = row.has_in and (self.rank == root or not row.in_at_root)
+            has_out = row.has_out and (self.rank == root or not row.out_at_root)
+            if not has_in:
+                x = None  # read at the root only
+        else:
+            has_in, has_out = row.has_in, row.has_out
+        if type(x) is not np.ndarray and x is not None or type(out) is not np.ndarray and out is not None:
+            if (x if has_in else out) is not None and _on_gpu(x if has_in else out, out if has_in else None):
+                return self._device_op(coll, x, out, op, root, async_op, timeout, counts=counts)
+        if out is None and has_out and not row.in_place and x is not None:
+            full = _OPERATIONS[coll]
+            want = _elems(full["out"], _per_rank(full, _size_of(x), self.size), self.size, self.rank, counts,
+                          recv_counts)
             if want is not None:
                 out = _flat_empty(x, want)
-        w = self._native.collective(coll, x, out if has_out else None, code, root, counts, recv_counts,
-                                    async_op, timeout)
-        self._submitted(coll, x, f" {op}" if row["reduces"] else (f" root {root}" if row["rooted"] else ""))
+        code = op_code(op) if row.reduces else 0
+        if row.counts:
+            w = self._native.collective_v(row.code, x, out if has_out else None, code, root, counts, recv_counts,
+                                          async_op, timeout)
+        else:
+            w = self._native.collective(row.code, x, out if has_out else None, code, root, async_op, timeout)
+        self._seq += 1  # the native core numbered it: as _submitted, without the trace
+        if log.level >= 3:
+            self._seq -= 1
+            self._submitted(coll, x, "", op if row.reduces else None, root if row.rooted else None)
         if async_op:
             return self._track(w)
         if not has_out:
             return None
         return x if out is None else out
 
-    def _submitted(self, coll, x, detail=""):
+    def _submitted(self, coll, x, detail="", op=None, root=None):
         # Called once the native core took an op: it numbered it self._seq.
         seq = self._seq
         self._seq += 1
         if log.level >= 3:
+            detail = detail + ("" if op is None else f" {op}") + ("" if root is None else f" root {root}")
             if x is None:
                 log.trace(self, f"#{seq} {coll}, {self._native.algorithm(coll, 0)}")
                 return

@@ -110,10 +110,18 @@ class PyComm {
   // are; everything is checked here, before anything is sent. x or out may
   // be None where this rank has no such buffer (a non-root's gather output,
   // scatter input); out None where the row allows it means in place.
-  py::object collective(const std::string& name, py::handle x, py::handle out, int op, int root,
-                        py::handle counts, py::handle recv_counts, bool async_op, double timeout) {
-    const OpInfo* info = find_op(name);
-    if (!info || info->int8) throw py::value_error("unknown operation " + name);
+  // `coll`: the row's code (_C.operations()[name]["code"]). Two signatures
+  // over one body: the even forms' has fewer arguments, because converting
+  // each costs time on the small ops whose latency matters most.
+  py::object collective(int coll, py::handle x, py::handle out, int op, int root, bool async_op, double timeout) {
+    return collective_v(coll, x, out, op, root, py::none(), py::none(), async_op, timeout);
+  }
+  py::object collective_v(int coll, py::handle x, py::handle out, int op, int root, py::handle counts,
+                          py::handle recv_counts, bool async_op, double timeout) {
+    if (coll < 1 || coll >= kNumColls || op_info(static_cast<Coll>(coll)).int8)
+      throw py::value_error(strprintf("unknown operation code %d", coll));
+    const OpInfo* info = &op_info(static_cast<Coll>(coll));
+    const std::string name = info->name;
     const int n = size(), r = rank();
     CollArgs a;
     a.coll = info->coll;
@@ -123,8 +131,9 @@ class PyComm {
         throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, n));
       a.root = root;
     }
-    auto held = std::make_shared<Held>();
+    std::shared_ptr<Held> held;
     if (info->counts) {
+      held = std::make_shared<Held>();
       held->counts = count_list(counts, "counts");
       a.counts = held->counts.data();
       if (info->coll == Coll::kAlltoallV) {
@@ -230,8 +239,9 @@ class PyComm {
     if (root < 0 || root >= size())
       throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, size()));
     a.root = root;
-    auto held = std::make_shared<Held>();
+    std::shared_ptr<Held> held;
     if (info->counts) {
+      held = std::make_shared<Held>();
       held->counts = count_list(counts, "counts");
       a.counts = held->counts.data();
     }
@@ -495,6 +505,7 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("size", &PyComm::size)
       .def_property_readonly("transport", &PyComm::transport)
       .def("collective", &PyComm::collective)
+      .def("collective_v", &PyComm::collective_v)
       .def("allreduce_int8", &PyComm::allreduce_int8)
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
       .def("int8_owned", &PyComm::int8_owned)

@@ -42,6 +42,7 @@ PYBIND11_MODULE(_C, m) {
       py::dict row;
       row["reduces"] = op.reduces;
       row["rooted"] = op.rooted;
+      row["code"] = static_cast<int>(op.coll);
       row["int8"] = op.int8;
       row["counts"] = op.counts;
       row["in_place"] = op.in_place;

@@ -4,16 +4,18 @@
     backend.setup(); backend.run(op, sendbuf, recvbuf, redop); backend.teardown()
 
 Buffers are numpy arrays (bfloat16 as its uint16 bits) turned into what the
-library takes by `wrap`, once per size. allreduce and broadcast run in place on
-recvbuf (torch.distributed has no other form); reduce_scatter and allgather go
-from sendbuf to recvbuf.
+library takes by `wrap`, once per size. allreduce, reduce and broadcast run
+in place on recvbuf (torch.distributed has no other form; the runner restores
+recvbuf before each call); the others go from sendbuf to recvbuf. Rooted ops
+use root 0.
 """
 import importlib.util
 from datetime import timedelta
 
 import numpy as np
 
-OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast")
+OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "gather", "scatter", "alltoall")
+IN_PLACE = ("allreduce", "reduce", "broadcast")  # on recvbuf
 
 
 def _torch_tensor(array, dtype):
@@ -92,14 +94,23 @@ class PycommBackend(Backend):
         return _torch_tensor(array, dtype) if dtype == "bfloat16" else array
 
     def run(self, op, sendbuf, recvbuf, redop):
+        c = self.comm
         if op == "allreduce":
-            self.comm.allreduce(recvbuf, op=redop, **self.compress)
+            c.allreduce(recvbuf, op=redop, **self.compress)
         elif op == "reduce_scatter":
-            self.comm.reduce_scatter(sendbuf, op=redop, out=recvbuf, **self.compress)
+            c.reduce_scatter(sendbuf, op=redop, out=recvbuf, **self.compress)
         elif op == "allgather":
-            self.comm.allgather(sendbuf, out=recvbuf)
+            c.allgather(sendbuf, out=recvbuf)
+        elif op == "broadcast":
+            c.broadcast(recvbuf, root=0)
+        elif op == "reduce":
+            c.reduce(recvbuf, root=0, op=redop)
+        elif op == "gather":
+            c.gather(sendbuf, root=0, out=recvbuf)
+        elif op == "scatter":
+            c.scatter(sendbuf, root=0, out=recvbuf)
         else:
-            self.comm.broadcast(recvbuf, root=0)
+            c.alltoall(sendbuf, out=recvbuf)
 
     def barrier(self):
         self.comm.barrier()
@@ -156,14 +167,23 @@ class MpiBackend(Backend):
         self.version = MPI.Get_library_version().split(",")[0].strip()
 
     def run(self, op, sendbuf, recvbuf, redop):
+        c, root = self.comm, self.rank == 0
         if op == "allreduce":
-            self.comm.Allreduce(self.MPI.IN_PLACE, recvbuf, op=self.ops[redop])
+            c.Allreduce(self.MPI.IN_PLACE, recvbuf, op=self.ops[redop])
         elif op == "reduce_scatter":
-            self.comm.Reduce_scatter_block(sendbuf, recvbuf, op=self.ops[redop])
+            c.Reduce_scatter_block(sendbuf, recvbuf, op=self.ops[redop])
         elif op == "allgather":
-            self.comm.Allgather(sendbuf, recvbuf)
+            c.Allgather(sendbuf, recvbuf)
+        elif op == "broadcast":
+            c.Bcast(recvbuf, root=0)
+        elif op == "reduce":
+            c.Reduce(self.MPI.IN_PLACE if root else recvbuf, recvbuf if root else None, op=self.ops[redop], root=0)
+        elif op == "gather":
+            c.Gather(sendbuf, recvbuf if root else None, root=0)
+        elif op == "scatter":
+            c.Scatter(sendbuf if root else None, recvbuf, root=0)
         else:
-            self.comm.Bcast(recvbuf, root=0)
+            c.Alltoall(sendbuf, recvbuf)
 
     def barrier(self):
         self.comm.Barrier()
@@ -209,14 +229,30 @@ class GlooBackend(Backend):
         return _torch_tensor(array, dtype)
 
     def run(self, op, sendbuf, recvbuf, redop):
+        d, root = self.dist, self.rank == 0
         if op == "allreduce":
-            self.dist.all_reduce(recvbuf, op=self.ops[redop])
+            d.all_reduce(recvbuf, op=self.ops[redop])
         elif op == "reduce_scatter":
             self.reduce_scatter(recvbuf, sendbuf, op=self.ops[redop])
         elif op == "allgather":
             self.allgather(recvbuf, sendbuf)
+        elif op == "broadcast":
+            d.broadcast(recvbuf, src=0)
+        elif op == "reduce":
+            d.reduce(recvbuf, dst=0, op=self.ops[redop])
+        elif op == "gather":
+            d.gather(sendbuf, gather_list=self._blocks(recvbuf) if root else None, dst=0)
+        elif op == "scatter":
+            d.scatter(recvbuf, scatter_list=self._blocks(sendbuf) if root else None, src=0)
         else:
-            self.dist.broadcast(recvbuf, src=0)
+            d.all_to_all_single(recvbuf, sendbuf)
+
+    def _blocks(self, t):
+        """t as a list of size views (gather/scatter lists), made once per buffer."""
+        key = (t.data_ptr(), t.numel())
+        if getattr(self, "_blocks_of", (None,))[0] != key:
+            self._blocks_of = (key, list(t.chunk(self.size)))
+        return self._blocks_of[1]
 
     def barrier(self):
         self.dist.barrier()

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 
+from pycomm import _C
+
 from . import report
 from .backends import BACKENDS, LIBRARIES, OPS
 from .data import DTYPES, FLOATS, REDOPS, DataSpec
@@ -106,7 +108,7 @@ def validate(p, args):
 
 
 def spec_of(args, nranks):
-    redop = args.redop if args.op in ("allreduce", "reduce_scatter") else "none"
+    redop = args.redop if _C.operations()[args.op]["reduces"] else "none"
     return DataSpec(args.datatype, redop, nranks, args.seed)
 
 

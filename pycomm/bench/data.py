@@ -145,18 +145,28 @@ def _slices(count):
 def check(op, spec, rank, out, count, root=0):
     """Wrong elements in this rank's output `out` (storage) of `op` on per-rank `count` elements.
 
-    count: allreduce/broadcast element count, reduce_scatter output count,
-    allgather input count.
+    count: allreduce/reduce/broadcast element count, reduce_scatter/scatter
+    output count, allgather/gather input count, alltoall block count. Rooted
+    ops have root 0; a rank without an output has nothing wrong.
     """
     n, wrong = spec.nranks, 0
+    if op in ("gather", "reduce") and rank != root:
+        return 0
     for a, b in _slices(count):
-        if op == "allgather":
+        if op in ("allgather", "gather"):
             for r in range(n):
                 expected = to_reference(spec.inputs(r, a, b), spec.dtype)
                 wrong += spec.count_wrong(out[r * count + a:r * count + b], expected, 0.0)
         elif op == "broadcast":
             wrong += spec.count_wrong(out[a:b], to_reference(spec.inputs(root, a, b), spec.dtype), 0.0)
-        else:  # allreduce, reduce_scatter: this rank's output is block `rank` of the reduction
+        elif op == "scatter":
+            expected = to_reference(spec.inputs(root, rank * count + a, rank * count + b), spec.dtype)
+            wrong += spec.count_wrong(out[a:b], expected, 0.0)
+        elif op == "alltoall":  # block p of the output: block `rank` of rank p's input
+            for p in range(n):
+                expected = to_reference(spec.inputs(p, rank * count + a, rank * count + b), spec.dtype)
+                wrong += spec.count_wrong(out[p * count + a:p * count + b], expected, 0.0)
+        else:  # allreduce, reduce, reduce_scatter: this rank's output is block `rank` of the reduction
             off = rank * count if op == "reduce_scatter" else 0
             xs = [to_reference(spec.inputs(r, off + a, off + b), spec.dtype) for r in range(n)]
             expected, tol = spec.reduce(xs)

@@ -34,10 +34,12 @@ class Plan:
 
 def plan(op, size, itemsize, nranks):
     """The buffers for a requested size in bytes, or None when it holds no element per rank."""
-    if op in ("allgather", "reduce_scatter"):
+    row = _OPERATIONS[op]
+    if "ranks" in (row["in"].split()[0], row["out"].split()[0]):  # size: the whole buffer, as nccl-tests
         count = size // itemsize // nranks
         whole = count * nranks
-        send, recv = (count, whole) if op == "allgather" else (whole, count)
+        send = whole if row["in"].startswith("ranks") else count
+        recv = whole if row["out"].startswith("ranks") else count
         return Plan(whole * itemsize, count, send, recv) if count else None
     count = size // itemsize
     return Plan(count * itemsize, count, count, count) if count else None
@@ -61,7 +63,7 @@ def measure(backend, op, p, spec, iters, warmup, check):
     send_w = backend.wrap(send, dtype)
     recv_w = send_w if recv is send else backend.wrap(recv, dtype)
     redop = spec.redop
-    if op == "allreduce":
+    if op in ("allreduce", "reduce"):  # in place on recv: the same input every call
         def restore():
             np.copyto(recv, send)
     else:
@@ -94,7 +96,7 @@ def measure(backend, op, p, spec, iters, warmup, check):
         # A lossy result is wrong only where it is not finite; its error has its own columns.
         wrong = int(nonfinite) if lossy else data.check(op, spec, backend.rank, recv, p.count)
         row["wrong"] = int(backend.allreduce_array(np.array([wrong], np.int64), "sum")[0])
-        if op != "reduce_scatter":  # every rank holds the same result: it must be bitwise identical
+        if op in ("allreduce", "allgather", "broadcast"):  # every rank holds the same result: bitwise identical
             h = data.digest(recv)
             hi, neg_lo = backend.allreduce_array(np.array([h, -h], np.int64), "max")
             row["identical"] = bool(hi == -neg_lo)

@@ -66,7 +66,7 @@ def mismatch_kinds(comm):
         ("alltoallv counts", lambda c: c.alltoall(np.ones(c.size + r, np.float32),
                                                   send_counts=[1 + (r if p == 0 else 0) for p in range(c.size)],
                                                   recv_counts=[1] * c.size), "bytes"),
-        ("allgatherv counts", lambda c: c.allgather(np.ones(2 + (r == 1), np.float32),
+        ("allgatherv counts", lambda c: c.allgather(np.ones(([2, 2 + (r == 1)] + [0] * c.size)[r], np.float32),
                                                     counts=[2, 2 + (r == 1)] + [0] * (c.size - 2)),
          "allgatherv #0"),
     ]
