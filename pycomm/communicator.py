@@ -156,6 +156,62 @@ def _uncompressed(block_size, stochastic, seed, error_feedback):
         raise ValueError("block_size, stochastic, seed and error_feedback need compress='int8'")
 
 
+class _Group:
+    """The ops of a `with comm.group():` block, posted together at its end."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.ops = []
+        self.works = []
+
+    def __enter__(self):
+        if self.comm._group is not None:
+            raise ValueError("comm.group() blocks do not nest")
+        self.comm._group = self
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.comm._group = None
+        if exc_type is None and self.ops:
+            for w, real in zip(self.works, self.comm._native.p2p_group(self.ops)):
+                w._bind(real)
+                self.comm._track(real)
+        return False
+
+
+class _GroupWork:
+    """A Work for an op inside a group: bound to the native Work when the
+    block exits (waiting before then is an error)."""
+
+    def __init__(self):
+        self._w = None
+
+    def _bind(self, w):
+        self._w = w
+
+    def _native(self):
+        if self._w is None:
+            raise ValueError("the op's group block has not exited yet: its ops start when it does")
+        return self._w
+
+    def wait(self, timeout=None):
+        return self._native().wait(timeout)
+
+    def is_completed(self):
+        return self._native().is_completed()
+
+    def exception(self):
+        return self._native().exception()
+
+    @property
+    def source(self):
+        return self._native().source
+
+    @property
+    def count(self):
+        return self._native().count
+
+
 def _present(extent, rank, root):
     """Whether rank passes a buffer of this extent (_C.operations())."""
     return extent != "none" and (rank == root or not extent.endswith("at root"))
@@ -232,6 +288,8 @@ class Communicator:
             from .mpi import native_transport
 
             opts["mpi_transport"] = native_transport(store, opts)
+            if opts.get("p2p", 1):  # the point-to-point engine's own links
+                opts["mpi_p2p_transport"] = native_transport(store, opts)
             flat = True  # one transport per communicator; sub-communicators would need MPI ones
         steps = itertools.count()
 
@@ -239,6 +297,7 @@ class Communicator:
             return store.allgather(f"{prefix}/boot{next(steps)}", rank, size, data, boot_timeout)
 
         self._native = _C.Communicator(rank, size, kind, allgather, opts)
+        self._group = None  # the ops of an open `with comm.group()` block
         self._hosts = hosts
         self._hierarchy = None  # made by the first allreduce that uses it
         self._hierarchical = not flat and hierarchy.wanted(hosts)
@@ -433,6 +492,57 @@ class Communicator:
             raise ValueError("the uneven alltoall needs both send_counts and recv_counts")
         return self._collective("alltoallv", x, out, "sum", 0, async_op, timeout, counts=send_counts,
                                 recv_counts=recv_counts)
+
+    # -- point-to-point -----------------------------------------------------
+
+    def send(self, x, dst, tag=0, async_op=False, timeout=None):
+        """Sends x to rank dst with `tag`. Messages between two ranks with one
+        tag arrive in the order sent. Returns when x may be reused (or a
+        Work). Independent of the collectives: never queued behind them."""
+        return self._p2p(True, x, dst, tag, False, async_op, timeout)
+
+    def recv(self, x, src=None, tag=0, async_op=False, timeout=None, *, allow_shorter=False):
+        """Receives into x the first message from rank src (None: any rank)
+        with `tag`. Returns the source rank (or a Work whose `source` and
+        `count` say who sent and how many elements came). A message larger
+        than x is a MismatchError on both ranks, a shorter one too unless
+        allow_shorter."""
+        return self._p2p(False, x, src, tag, allow_shorter, async_op, timeout)
+
+    def isend(self, x, dst, tag=0, timeout=None):
+        """send(..., async_op=True)."""
+        return self.send(x, dst, tag, async_op=True, timeout=timeout)
+
+    def irecv(self, x, src=None, tag=0, timeout=None, *, allow_shorter=False):
+        """recv(..., async_op=True)."""
+        return self.recv(x, src, tag, async_op=True, timeout=timeout, allow_shorter=allow_shorter)
+
+    def group(self):
+        """`with comm.group(): ...` starts every send and receive inside when
+        the block exits, together, each returning a Work (NCCL's group,
+        torch's batch_isend_irecv): no order of calls inside can deadlock."""
+        return _Group(self)
+
+    def _p2p(self, send, x, peer, tag, allow_shorter, async_op, timeout):
+        what = "dst" if send else "src"
+        if peer is None and not send:
+            peer = -1
+        if isinstance(peer, bool) or not isinstance(peer, int):
+            raise TypeError(f"{what} must be an int{'' if send else ' or None'}, not {type(peer).__name__}")
+        if isinstance(tag, bool) or not isinstance(tag, int):
+            raise TypeError(f"tag must be an int, not {type(tag).__name__}")
+        if not -2**31 <= tag < 2**31:
+            raise ValueError(f"tag must fit in 32 bits, got {tag}")
+        if type(x) is not np.ndarray and x is not None and device.describe(x) is not None:
+            raise TypeError("point-to-point of GPU buffers is not supported yet (host buffers are)")
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        if self._group is not None:
+            w = _GroupWork()
+            self._group.ops.append((bool(send), x, peer, tag, bool(allow_shorter), timeout))
+            self._group.works.append(w)
+            return w
+        w = self._native.p2p_one(send, x, peer, tag, allow_shorter, async_op, timeout)
+        return self._track(w) if async_op else w
 
     def _collective(self, coll, x, out, op, root, async_op, timeout, counts=None, recv_counts=None):
         """Every uncompressed op of the core's table (_C.operations()): the

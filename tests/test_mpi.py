@@ -78,6 +78,20 @@ def test_mpi_transport_small_messages():
     check(mpirun(3, "collectives.py", transport="mpi", env_extra=knobs), "mpi collectives ok on 3 ranks over mpi")
 
 
+@pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_p2p(n):
+    check(mpirun(n, "p2p.py"), f"mpi p2p ok on {n} ranks over shm")
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_transport_p2p(n):
+    missing = mpi_transport_missing()
+    if missing:
+        pytest.skip(missing)
+    check(mpirun(n, "p2p.py", transport="mpi"), f"mpi p2p ok on {n} ranks over mpi")
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_mpi_transport_errors(n):
     missing = mpi_transport_missing()

@@ -34,13 +34,17 @@ struct PyWork {
   std::shared_ptr<Work> work;
   std::vector<std::unique_ptr<HostBuffer>> buffers;
   std::shared_ptr<Held> held;
+  // A send or receive: waiting drives the engine (nobody else may).
+  std::shared_ptr<P2PEngine> engine;
+  std::shared_ptr<P2POp> op;
+  size_t elem = 1;
 
   bool wait(py::object timeout) {
     double t = timeout.is_none() ? -1.0 : timeout.cast<double>();
     bool done;
     {
       py::gil_scoped_release nogil;
-      done = work->wait(t);
+      done = op ? engine->wait(*op, t) : work->wait(t);
     }
     if (!done)
       throw CommError(ErrorKind::kTimeout,
@@ -51,8 +55,25 @@ struct PyWork {
     return true;
   }
   py::object exception() {
-    if (!work->is_completed() || !work->failed()) return py::none();
+    if (!is_completed() || !work->failed()) return py::none();
     return error_class(work->error_kind())(work->error_message());
+  }
+  bool is_completed() {
+    if (op && !work->is_completed()) {  // a test, as MPI_Test: one pass of progress
+      py::gil_scoped_release nogil;
+      engine->wait(*op, 0);
+    }
+    return work->is_completed();
+  }
+  // A receive's source rank and element count (None before it completes,
+  // and for other ops).
+  py::object source() {
+    if (!op || op->send || !work->is_completed() || work->failed()) return py::none();
+    return py::int_(op->source);
+  }
+  py::object count() {
+    if (!op || !work->is_completed() || work->failed()) return py::none();
+    return py::int_((op->send ? op->bytes : op->received) / elem);
   }
 };
 
@@ -79,26 +100,36 @@ class PyComm {
     for (auto item : opts) {
       const std::string key = item.first.cast<std::string>();
       py::handle v = item.second;
-      if (key == "mpi_transport") continue;
+      if (key == "mpi_transport" || key == "mpi_p2p_transport") continue;  // capsules
       if (py::isinstance<py::bytes>(v)) o.set(key, v.cast<std::string>());
       else if (py::isinstance<py::bool_>(v)) o.set(key, v.cast<bool>() ? "1" : "0");
       else o.set(key, py::str(v).cast<std::string>());
     }
     Tuning tuning = Tuning::from(o, size);
-    std::unique_ptr<Transport> tr;
+    // Two sets of links: the collectives', and the point-to-point engine's
+    // (p2p_engine.h), so that neither waits behind the other. p2p=0: none.
+    const bool p2p = o.get_int("p2p", 1) != 0;
+    std::unique_ptr<Transport> tr, p2p_tr;
     if (transport == "mpi") {  // built by pycomm._mpi over the program's MPI communicator
+      auto take = [&](const char* key) {
+        std::unique_ptr<Transport> t = unwrap_transport(opts[key]);
+        if (t->rank() != rank || t->size() != size)
+          throw py::value_error(strprintf("the MPI transport is rank %d of %d, the communicator rank %d of %d",
+                                          t->rank(), t->size(), rank, size));
+        return t;
+      };
       if (!opts.contains("mpi_transport"))
         throw py::value_error("transport 'mpi' needs opts['mpi_transport'] (see Communicator.from_mpi)");
-      tr = unwrap_transport(opts["mpi_transport"]);
-      if (tr->rank() != rank || tr->size() != size)
-        throw py::value_error(strprintf("the MPI transport is rank %d of %d, the communicator rank %d of %d",
-                                        tr->rank(), tr->size(), rank, size));
+      tr = take("mpi_transport");
+      if (p2p && opts.contains("mpi_p2p_transport")) p2p_tr = take("mpi_p2p_transport");
     } else {
       py::gil_scoped_release nogil;
       tr = make_transport(transport, rank, size, allgather, o);
+      if (p2p) p2p_tr = make_transport(transport, rank, size, allgather, o);
     }
     tuning_ = tuning;
-    comm_ = std::make_unique<Communicator>(std::move(tr), tuning);
+    comm_ = std::make_unique<Communicator>(std::move(tr), tuning, std::move(p2p_tr),
+                                           o.get_size("p2p_eager_bytes", 32 << 10));
   }
 
   int rank() const { return comm_->rank(); }
@@ -278,6 +309,44 @@ class PyComm {
     return submit(a, async_op, {});
   }
 
+  // Point-to-point. One op: checked, posted, and for a blocking call waited
+  // for without returning to Python in between (the latency of small
+  // messages is mostly this path). Returns the Work (async), or None
+  // (blocking send), or the source rank (blocking receive).
+  py::object p2p_one(bool send, py::handle x, int peer, int tag, bool allow_shorter, bool async_op,
+                     double timeout) {
+    std::unique_ptr<PyWork> pw = p2p_op(send, x, peer, tag, allow_shorter, timeout);
+    std::shared_ptr<P2POp> op = pw->op;
+    {
+      py::gil_scoped_release nogil;
+      pw->engine->post({op});
+      if (!async_op) pw->engine->wait(*op, -1);  // ends by the op's own deadline
+    }
+    if (async_op) return py::cast(std::move(pw));
+    if (op->work->failed()) op->work->rethrow();
+    return send ? py::none() : py::object(py::int_(op->source));
+  }
+
+  // A group: every (send, x, peer, tag, allow_shorter, timeout) of `ops`
+  // checked, then all posted at once (none waits for another); their Works.
+  py::list p2p_group(py::sequence ops) {
+    std::vector<std::shared_ptr<P2POp>> posted;
+    std::vector<std::unique_ptr<PyWork>> works;
+    for (py::handle item : ops) {
+      auto t = item.cast<py::tuple>();
+      works.push_back(p2p_op(t[0].cast<bool>(), t[1], t[2].cast<int>(), t[3].cast<int>(), t[4].cast<bool>(),
+                             t[5].cast<double>()));
+      posted.push_back(works.back()->op);
+    }
+    if (!works.empty()) {
+      py::gil_scoped_release nogil;
+      works.front()->engine->post(posted);
+    }
+    py::list out;
+    for (auto& w : works) out.append(py::cast(std::move(w)));
+    return out;
+  }
+
   std::string device_path() { return comm_->device_path(); }
 
   // For PYCOMM_DEBUG: what an op of `coll` moving `bytes` per rank block runs.
@@ -302,6 +371,30 @@ class PyComm {
   }
 
  private:
+  std::unique_ptr<PyWork> p2p_op(bool send, py::handle x, int peer, int tag, bool allow_shorter, double timeout) {
+    std::shared_ptr<P2PEngine> engine = comm_->p2p();
+    if (!engine) throw py::value_error("this communicator has no point-to-point links (made with p2p=0)");
+    timeout = check_timeout(timeout);
+    if (peer < (send ? 0 : kAnySource) || peer >= size())
+      throw py::value_error(strprintf("%s %d is not a rank of this communicator (size %d)", send ? "dst" : "src",
+                                      peer, size()));
+    auto buf = std::make_unique<HostBuffer>(x, "x", !send);
+    auto op = std::make_shared<P2POp>();
+    op->send = send;
+    op->peer = peer;
+    op->tag = tag;
+    op->buf = static_cast<uint8_t*>(buf->data());
+    op->bytes = buf->nbytes();
+    op->allow_shorter = allow_shorter;
+    op->deadline = Deadline::after(timeout);
+    auto pw = std::make_unique<PyWork>();
+    pw->work = op->work;
+    pw->engine = std::move(engine);
+    pw->op = std::move(op);
+    pw->elem = dtype_size(buf->dtype());
+    pw->buffers.push_back(std::move(buf));
+    return pw;
+  }
   static double check_timeout(double t) {
     if (!(t > 0)) throw py::value_error(strprintf("timeout must be a positive number of seconds, got %g", t));
     return t;
@@ -495,8 +588,10 @@ class PyComm {
 void bind_comm(py::module_& m) {
   py::class_<PyWork>(m, "Work")
       .def("wait", &PyWork::wait, py::arg("timeout") = py::none())
-      .def("is_completed", [](PyWork& w) { return w.work->is_completed(); })
-      .def("exception", &PyWork::exception);
+      .def("is_completed", &PyWork::is_completed)
+      .def("exception", &PyWork::exception)
+      .def_property_readonly("source", &PyWork::source)
+      .def_property_readonly("count", &PyWork::count);
 
   py::class_<PyComm>(m, "Communicator")
       .def(py::init<int, int, const std::string&, py::function, const py::dict&>(), py::arg("rank"),
@@ -512,6 +607,8 @@ void bind_comm(py::module_& m) {
       .def("device_op", &PyComm::device_op)
       .def("device_allreduce_int8", &PyComm::device_allreduce_int8)
       .def("device_path", &PyComm::device_path)
+      .def("p2p_one", &PyComm::p2p_one)
+      .def("p2p_group", &PyComm::p2p_group)
       .def("algorithm", &PyComm::algorithm)
       .def("close", &PyComm::close)
       .def("abort", &PyComm::abort);

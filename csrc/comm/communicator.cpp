@@ -4,9 +4,11 @@
 
 namespace pycomm {
 
-Communicator::Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning)
+Communicator::Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning,
+                           std::unique_ptr<Transport> p2p_transport, size_t p2p_eager_bytes)
     : rank_(transport->rank()), size_(transport->size()), transport_(std::move(transport)),
       tuning_(tuning) {
+  if (p2p_transport) p2p_ = std::make_shared<P2PEngine>(std::move(p2p_transport), p2p_eager_bytes);
   progress_.heard.assign(size_, 0);
 }
 
@@ -159,6 +161,7 @@ void Communicator::close() {
     device_.reset();  // every op ended with its peers: nobody reads our staging any more
   }
   transport_.reset();
+  if (p2p_) p2p_->close();
 }
 
 void Communicator::abort(const std::string& reason) {
@@ -170,6 +173,7 @@ void Communicator::abort(const std::string& reason) {
       broken_msg_ = msg;
     }
   }
+  if (p2p_) p2p_->abort(ErrorKind::kAborted, msg);
   std::lock_guard<std::mutex> lk(mu_);
   if (!transport_) return;
   transport_->abort_self(ErrorKind::kAborted, msg);

@@ -15,6 +15,7 @@
 
 #include "../collectives/collectives.h"
 #include "../collectives/device.h"
+#include "../p2p/p2p_engine.h"
 #include "../transport/transport.h"
 #include "work.h"
 
@@ -38,7 +39,9 @@ struct CollArgs : OpArgs {
 
 class Communicator {
  public:
-  Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning);
+  // p2p_transport: the point-to-point engine's own links (null: none).
+  Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning,
+               std::unique_ptr<Transport> p2p_transport = nullptr, size_t p2p_eager_bytes = 32 << 10);
   ~Communicator();
 
   int rank() const { return rank_; }
@@ -51,6 +54,11 @@ class Communicator {
   // buffers "done" means queued: the caller's stream is ordered after the op
   // (device.h), as with NCCL.
   std::shared_ptr<Work> submit(const CollArgs& args, bool async);
+
+  // Point-to-point sends and receives (p2p_engine.h), independent of the
+  // collectives' queue; null without a p2p transport. Shared: a Work may
+  // outlive the communicator.
+  std::shared_ptr<P2PEngine> p2p() const { return p2p_; }
 
   // How GPU buffers travel (after the first GPU op).
   std::string device_path();
@@ -72,6 +80,7 @@ class Communicator {
 
   const int rank_, size_;
   std::unique_ptr<Transport> transport_;
+  std::shared_ptr<P2PEngine> p2p_;
   Tuning tuning_;
   Scratch scratch_;
   PeerProgress progress_;

@@ -14,7 +14,14 @@ from datetime import timedelta
 
 import numpy as np
 
-OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "gather", "scatter", "alltoall")
+OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "gather", "scatter", "alltoall",
+       "sendrecv")
+
+
+def partner(rank, size):
+    """sendrecv's ping-pong pairs: 0-1, 2-3, ...; the last of an odd number idles (None)."""
+    p = rank ^ 1
+    return p if p < size else None
 IN_PLACE = ("allreduce", "reduce", "broadcast")  # on recvbuf
 
 
@@ -109,6 +116,16 @@ class PycommBackend(Backend):
             c.gather(sendbuf, root=0, out=recvbuf)
         elif op == "scatter":
             c.scatter(sendbuf, root=0, out=recvbuf)
+        elif op == "sendrecv":
+            p = partner(self.rank, self.size)
+            if p is None:
+                return
+            if self.rank % 2 == 0:
+                c.send(sendbuf, p)
+                c.recv(recvbuf, p)
+            else:
+                c.recv(recvbuf, p)
+                c.send(sendbuf, p)
         else:
             c.alltoall(sendbuf, out=recvbuf)
 
@@ -182,6 +199,16 @@ class MpiBackend(Backend):
             c.Gather(sendbuf, recvbuf if root else None, root=0)
         elif op == "scatter":
             c.Scatter(sendbuf if root else None, recvbuf, root=0)
+        elif op == "sendrecv":
+            p = partner(self.rank, self.size)
+            if p is None:
+                return
+            if self.rank % 2 == 0:
+                c.Send(sendbuf, p)
+                c.Recv(recvbuf, p)
+            else:
+                c.Recv(recvbuf, p)
+                c.Send(sendbuf, p)
         else:
             c.Alltoall(sendbuf, recvbuf)
 
@@ -244,6 +271,16 @@ class GlooBackend(Backend):
             d.gather(sendbuf, gather_list=self._blocks(recvbuf) if root else None, dst=0)
         elif op == "scatter":
             d.scatter(recvbuf, scatter_list=self._blocks(sendbuf) if root else None, src=0)
+        elif op == "sendrecv":
+            p = partner(self.rank, self.size)
+            if p is None:
+                return
+            if self.rank % 2 == 0:
+                d.send(sendbuf, p)
+                d.recv(recvbuf, p)
+            else:
+                d.recv(recvbuf, p)
+                d.send(sendbuf, p)
         else:
             d.all_to_all_single(recvbuf, sendbuf)
 

@@ -108,7 +108,7 @@ def validate(p, args):
 
 
 def spec_of(args, nranks):
-    redop = args.redop if _C.operations()[args.op]["reduces"] else "none"
+    redop = args.redop if _C.operations().get(args.op, {}).get("reduces") else "none"
     return DataSpec(args.datatype, redop, nranks, args.seed)
 
 

@@ -34,6 +34,9 @@ class Plan:
 
 def plan(op, size, itemsize, nranks):
     """The buffers for a requested size in bytes, or None when it holds no element per rank."""
+    if op == "sendrecv":  # a message each way between partners
+        count = size // itemsize
+        return Plan(count * itemsize, count, count, count) if count else None
     row = _OPERATIONS[op]
     if "ranks" in (row["in"].split()[0], row["out"].split()[0]):  # size: the whole buffer, as nccl-tests
         count = size // itemsize // nranks
@@ -105,13 +108,19 @@ def measure(backend, op, p, spec, iters, warmup, check):
     return row
 
 
+def busbw_factor(op, nranks):
+    """nccl-tests' bus bandwidth over algbw; sendrecv is a ping-pong, a
+    message each way per iteration: bytes / (time / 2)."""
+    return 2.0 if op == "sendrecv" else _OPERATIONS[op]["busbw"](nranks)
+
+
 def stats_row(op, p, spec, times_us):
     median = float(np.median(times_us))
     algbw = p.bytes / median / 1e3  # bytes/us -> GB/s
     return {
         "op": op, "bytes": p.bytes, "count": p.count, "dtype": spec.dtype, "redop": spec.redop,
         "nranks": spec.nranks, "time_us": median, "algbw_GBps": algbw,
-        "busbw_GBps": algbw * _OPERATIONS[op]["busbw"](spec.nranks),
+        "busbw_GBps": algbw * busbw_factor(op, spec.nranks),
         "p99_us": float(np.percentile(times_us, 99, method="higher")), "min_us": float(times_us.min()),
     }
 

@@ -21,7 +21,7 @@ from common import check_close, comm_from_env, log, reference
 DTYPES = ["float32", "float64", "float16", "int8", "uint8", "int32", "int64"]
 FLOATS = {"float32", "float64", "float16"}
 COLLS = ["allreduce", "allreduce", "reduce_scatter", "allgather", "broadcast", "barrier", "int8",
-         "gather", "scatter", "reduce", "alltoall", "alltoallv"]
+         "gather", "scatter", "reduce", "alltoall", "alltoallv", "p2p"]
 
 
 def rss_mib():
@@ -41,6 +41,18 @@ def inputs(seed, i, n, count, dtype, op):
             span = 2 if op == "prod" else 50
             out.append(rng.integers(max(info.min, -span), min(info.max, span) + 1, count).astype(dtype))
     return out
+
+
+class _Both:
+    """Two Works waited as one."""
+
+    def __init__(self, *works):
+        self.works = works
+
+    def wait(self, timeout=None):
+        for w in self.works:
+            w.wait(timeout)
+        return True
 
 
 class Op:
@@ -108,6 +120,16 @@ class Op:
             recv = [self.counts[p][r] for p in range(n)]
             self.result = np.empty(sum(recv), self.dtype)
             w = c.alltoall(self.xs[r], out=self.result, send_counts=self.counts[r], recv_counts=recv, **kw)
+        elif self.coll == "p2p":  # a ring exchange, receive posted first, tag = op number
+            self.xs = inputs(self.seed, self.i, n, self.count, self.dtype, "sum")
+            self.result = np.empty(self.count, self.dtype)
+            rw = c.irecv(self.result, (r - 1) % n, tag=self.i)
+            sw = c.isend(self.xs[r], (r + 1) % n, tag=self.i)
+            if not self.is_async:
+                rw.wait()
+                sw.wait()
+            self.works = (rw, sw)
+            return None if not self.is_async else _Both(rw, sw)
         else:  # broadcast
             self.xs = inputs(self.seed, self.i, n, self.count, self.dtype, "sum")
             self.result = self.xs[r].copy()
@@ -127,6 +149,8 @@ class Op:
         elif self.coll == "alltoall":
             want = np.concatenate([x[r * self.count:(r + 1) * self.count] for x in self.xs])
             assert np.array_equal(self.result, want), what
+        elif self.coll == "p2p":
+            assert np.array_equal(self.result, self.xs[(r - 1) % n]), what
         elif self.coll == "alltoallv":
             starts = [np.cumsum([0] + self.counts[p]) for p in range(n)]
             want = np.concatenate([self.xs[p][starts[p][r]:starts[p][r + 1]] for p in range(n)])

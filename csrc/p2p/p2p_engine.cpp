@@ -1,0 +1,541 @@
+#include "p2p_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "../common/error.h"
+#include "../kernels/reduce.h"
+
+namespace pycomm {
+namespace {
+
+constexpr uint32_t kMagic = 0x4d503250;  // "P2PM"
+enum Kind : uint8_t { kEager = 1, kRts = 2, kCts = 3, kNack = 4, kData = 5 };
+
+// Every message on a p2p link starts with one (64 bytes: shared memory keeps
+// messages 64-byte aligned). CTS, NACK and DATA name the message (`msg`, the
+// sender's number for it on this link) they answer or carry.
+struct Header {
+  uint32_t magic;
+  uint8_t kind;
+  uint8_t pad[3];
+  int32_t src;
+  int32_t tag;
+  uint64_t msg;
+  uint64_t bytes;       // the message's payload
+  uint64_t recv_bytes;  // CTS, NACK: the size of the receive that took it
+  uint8_t reserved[24];
+};
+static_assert(sizeof(Header) == 64, "one aligned block");
+
+// Ops' stages.
+enum Stage : int {
+  kQueued = 0,     // send: its eager message or RTS is queued; receive: posted
+  kWaitCts = 1,    // send: RTS written, waiting for the receiver
+  kSending = 2,    // send: DATA queued
+  kWaitData = 3,   // receive: CTS sent, waiting for DATA
+  kReading = 4,    // receive: its payload is arriving into its buffer
+};
+
+constexpr double kWaitSliceS = 0.002;  // the longest a driving thread keeps the engine in one wait
+
+}  // namespace
+
+struct P2PEngine::Out {
+  Header h{};
+  const uint8_t* payload = nullptr;
+  size_t sent = 0;                 // of sizeof(Header) + h.bytes (0 for control messages)
+  std::shared_ptr<P2POp> op;       // a send completed by writing this (eager, DATA)
+  size_t total() const { return sizeof(Header) + (h.kind == kEager || h.kind == kData ? h.bytes : 0); }
+};
+
+struct P2PEngine::Unexpected {
+  int peer = 0, tag = 0;
+  uint64_t msg = 0;
+  size_t bytes = 0;
+  bool rts = false;
+  bool complete = false;           // eager: every payload byte is in `data`
+  bool drop = false;               // refused while still arriving: thrown away when complete
+  std::vector<uint8_t> data;
+  std::shared_ptr<P2POp> claimed;  // a receive that took it while it was still arriving
+};
+
+struct P2PEngine::Incoming {
+  bool open = false;     // a header was read; its payload (maybe none) is pending
+  size_t bytes = 0, done = 0;
+  uint8_t* dst = nullptr;  // where the payload goes; null: thrown away
+  std::shared_ptr<P2POp> op;
+  std::list<Unexpected>::iterator unexpected;
+  bool to_unexpected = false;
+};
+
+P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes)
+    : tr_(std::move(transport)), rank_(tr_->rank()), size_(tr_->size()), eager_bytes_(eager_bytes),
+      out_(size_), next_msg_(size_, 0), dead_(size_) {
+  for (int p = 0; p < size_; ++p) in_.push_back(std::make_unique<Incoming>());
+}
+
+P2PEngine::~P2PEngine() {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& op : posted_) op->work->fail(ErrorKind::kAborted, what(*op) + ": the communicator was closed");
+  for (auto& op : active_) op->work->fail(ErrorKind::kAborted, what(*op) + ": the communicator was closed");
+}
+
+std::string P2PEngine::what(const P2POp& op) const {
+  if (op.send) return strprintf("rank %d: send to rank %d (tag %d, %zu bytes)", rank_, op.peer, op.tag, op.bytes);
+  if (op.peer == kAnySource) return strprintf("rank %d: recv from any rank (tag %d, %zu-byte buffer)", rank_, op.tag, op.bytes);
+  return strprintf("rank %d: recv from rank %d (tag %d, %zu-byte buffer)", rank_, op.peer, op.tag, op.bytes);
+}
+
+void P2PEngine::finish(P2POp& op) {
+  active_.remove_if([&](const std::shared_ptr<P2POp>& o) { return o.get() == &op; });
+  op.work->finish();
+}
+
+void P2PEngine::fail(P2POp& op, ErrorKind kind, const std::string& why) {
+  if (op.work->is_completed()) return;
+  active_.remove_if([&](const std::shared_ptr<P2POp>& o) { return o.get() == &op; });
+  posted_.remove_if([&](const std::shared_ptr<P2POp>& o) { return o.get() == &op; });
+  for (int p = 0; p < size_; ++p) {  // never write into its buffer again
+    Incoming& in = *in_[p];
+    if (in.op.get() == &op) {
+      in.op.reset();
+      in.dst = nullptr;
+    }
+  }
+  op.work->fail(kind, why);
+}
+
+void P2PEngine::fail_peer(int peer, ErrorKind kind, const std::string& why) {
+  if (dead_[peer].empty()) dead_[peer] = why;
+  std::vector<std::shared_ptr<P2POp>> hit;
+  for (auto& op : active_)
+    if (op->peer == peer || op->source == peer) hit.push_back(op);
+  for (auto& op : posted_)
+    if (op->peer == peer) hit.push_back(op);
+  for (auto& m : out_[peer])
+    if (m->op) hit.push_back(m->op);
+  out_[peer].clear();
+  for (auto& op : hit) fail(*op, kind, what(*op) + ": " + why);
+}
+
+void P2PEngine::fail_all(ErrorKind kind, const std::string& why) {
+  std::lock_guard<std::mutex> lk(mu_);
+  broken_ = true;
+  broken_kind_ = kind;
+  broken_why_ = why;
+  std::vector<std::shared_ptr<P2POp>> all(posted_.begin(), posted_.end());
+  all.insert(all.end(), active_.begin(), active_.end());
+  for (auto& op : all) fail(*op, kind, what(*op) + ": " + why);
+}
+
+void P2PEngine::abort(ErrorKind kind, const std::string& why) {
+  tr_->abort_self(kind, why);  // wakes a thread blocked in the transport
+  tr_->abort_peers(kind, why);
+  fail_all(kind, why);
+}
+
+void P2PEngine::reply(int peer, int kind, uint64_t msg, int tag, size_t bytes, size_t recv_bytes) {
+  auto m = std::make_unique<Out>();
+  m->h.magic = kMagic;
+  m->h.kind = static_cast<uint8_t>(kind);
+  m->h.src = rank_;
+  m->h.tag = tag;
+  m->h.msg = msg;
+  m->h.bytes = bytes;
+  m->h.recv_bytes = recv_bytes;
+  out_[peer].push_back(std::move(m));
+}
+
+// A receive takes a message of `bytes` from `peer`: the sizes must agree
+// (a shorter message only with allow_shorter). Returns by failing the
+// receive, and refusing a rendezvous message, when they do not.
+void P2PEngine::accept(int peer, const std::shared_ptr<P2POp>& op, int kind, uint64_t msg, int tag,
+                       size_t bytes) {
+  op->source = peer;
+  if (bytes > op->bytes || (bytes < op->bytes && !op->allow_shorter)) {
+    std::string why = strprintf("%s: rank %d sent %zu bytes with tag %d%s", what(*op).c_str(), peer, bytes, tag,
+                                bytes < op->bytes ? " (pass allow_shorter=True to take a shorter message)" : "");
+    reply(peer, kNack, msg, tag, bytes, op->bytes);
+    fail(*op, ErrorKind::kMismatch, why);
+    return;
+  }
+  op->received = bytes;
+  op->msg = msg;
+  if (kind == kRts) {
+    reply(peer, kCts, msg, tag, bytes, op->bytes);
+    op->stage = kWaitData;
+    active_.push_back(op);
+  }
+}
+
+void P2PEngine::post(const std::vector<std::shared_ptr<P2POp>>& ops) {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const auto& op : ops) {
+    if (broken_) {
+      op->work->fail(broken_kind_, what(*op) + ": " + broken_why_);
+      continue;
+    }
+    const int peer = op->peer;
+    if (peer != kAnySource && !dead_[peer].empty()) {
+      op->work->fail(ErrorKind::kPeerLost, what(*op) + ": " + dead_[peer]);
+      continue;
+    }
+    if (op->send && peer == rank_) {  // to self: waits, copied, as an eager message
+      Unexpected u;
+      u.peer = rank_;
+      u.tag = op->tag;
+      u.msg = next_msg_[rank_]++;
+      u.bytes = op->bytes;
+      u.complete = true;
+      u.data.assign(op->buf, op->buf + op->bytes);
+      unexpected_.push_back(std::move(u));
+      op->work->finish();
+      // A posted receive may take it now.
+      for (auto it = posted_.begin(); it != posted_.end(); ++it) {
+        if (((*it)->peer == rank_ || (*it)->peer == kAnySource) && (*it)->tag == op->tag) {
+          auto recv = *it;
+          posted_.erase(it);
+          match_posted(recv);
+          break;
+        }
+      }
+      continue;
+    }
+    if (op->send) {
+      op->msg = next_msg_[peer]++;
+      auto m = std::make_unique<Out>();
+      m->h.magic = kMagic;
+      m->h.src = rank_;
+      m->h.tag = op->tag;
+      m->h.msg = op->msg;
+      m->h.bytes = op->bytes;
+      if (op->bytes <= eager_bytes_) {
+        m->h.kind = kEager;
+        m->payload = op->buf;
+        m->op = op;
+      } else {
+        m->h.kind = kRts;
+        op->stage = kWaitCts;
+      }
+      active_.push_back(op);
+      out_[peer].push_back(std::move(m));
+      continue;
+    }
+    match_posted(op);
+  }
+  try {
+    progress_locked();
+  } catch (const CommError&) {
+  }
+}
+
+// A new receive: the first matching message that already arrived, else it
+// waits in posted_.
+void P2PEngine::match_posted(const std::shared_ptr<P2POp>& op) {
+  for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
+    Unexpected& u = *it;
+    if (u.claimed || u.drop || u.tag != op->tag || (op->peer != kAnySource && u.peer != op->peer)) continue;
+    const int peer = u.peer;
+    accept(peer, op, u.rts ? kRts : kEager, u.msg, u.tag, u.bytes);
+    if (op->work->is_completed()) {  // refused
+      if (u.complete || u.rts) unexpected_.erase(it);
+      else u.drop = true;
+      return;
+    }
+    if (u.rts) {
+      unexpected_.erase(it);
+    } else if (u.complete) {
+      kernels::copy(op->buf, u.data.data(), u.bytes);
+      unexpected_.erase(it);
+      op->work->finish();
+    } else {
+      u.claimed = op;  // copied once its last byte is in
+      active_.push_back(op);
+    }
+    return;
+  }
+  posted_.push_back(op);
+}
+
+void P2PEngine::on_header(int peer, const uint8_t* bytes) {
+  Header h;
+  std::memcpy(&h, bytes, sizeof(h));
+  if (h.magic != kMagic || h.src != peer || h.kind < kEager || h.kind > kData)
+    throw_error(ErrorKind::kComm, strprintf("rank %d: corrupt point-to-point header from rank %d", rank_, peer));
+  Incoming& in = *in_[peer];
+  in.open = true;
+  in.done = 0;
+  in.bytes = (h.kind == kEager || h.kind == kData) ? h.bytes : 0;
+  in.dst = nullptr;
+  in.op.reset();
+  in.to_unexpected = false;
+  auto find_active = [&](bool send) -> std::shared_ptr<P2POp> {
+    for (auto& op : active_)
+      if (op->send == send && op->msg == h.msg && (send ? op->peer : op->source) == peer) return op;
+    return nullptr;
+  };
+  switch (h.kind) {
+    case kEager:
+    case kRts: {
+      std::shared_ptr<P2POp> op;
+      for (auto it = posted_.begin(); it != posted_.end(); ++it) {
+        if ((*it)->tag == h.tag && ((*it)->peer == peer || (*it)->peer == kAnySource)) {
+          op = *it;
+          posted_.erase(it);
+          break;
+        }
+      }
+      if (op) {
+        accept(peer, op, h.kind, h.msg, h.tag, h.bytes);
+        if (h.kind == kEager && !op->work->is_completed()) {
+          in.dst = op->buf;
+          in.op = op;
+          op->stage = kReading;
+          active_.push_back(op);
+        }
+        return;
+      }
+      Unexpected u;
+      u.peer = peer;
+      u.tag = h.tag;
+      u.msg = h.msg;
+      u.bytes = h.bytes;
+      u.rts = h.kind == kRts;
+      u.complete = u.rts;
+      if (!u.rts) u.data.resize(h.bytes);
+      unexpected_.push_back(std::move(u));
+      if (!unexpected_.back().rts) {
+        in.unexpected = std::prev(unexpected_.end());
+        in.to_unexpected = true;
+        in.dst = in.unexpected->data.data();
+      }
+      return;
+    }
+    case kData: {
+      auto op = find_active(false);
+      if (op && op->stage == kWaitData) {
+        op->stage = kReading;
+        in.op = op;
+        in.dst = op->buf;
+      }
+      return;  // else its receive failed meanwhile: thrown away
+    }
+    case kCts: {
+      auto op = find_active(true);
+      if (!op || op->stage != kWaitCts) return;
+      op->stage = kSending;
+      auto m = std::make_unique<Out>();
+      m->h.magic = kMagic;
+      m->h.kind = kData;
+      m->h.src = rank_;
+      m->h.tag = op->tag;
+      m->h.msg = op->msg;
+      m->h.bytes = op->bytes;
+      m->payload = op->buf;
+      m->op = op;
+      out_[peer].push_back(std::move(m));
+      return;
+    }
+    case kNack: {
+      auto op = find_active(true);
+      if (op)
+        fail(*op, ErrorKind::kMismatch,
+             strprintf("%s: rank %d's receive takes %llu bytes", what(*op).c_str(), peer,
+                       static_cast<unsigned long long>(h.recv_bytes)));
+      return;
+    }
+  }
+}
+
+bool P2PEngine::progress_sends(int peer) {
+  bool moved = false;
+  while (!out_[peer].empty()) {
+    Out& m = *out_[peer].front();
+    const size_t total = m.total();
+    while (m.sent < sizeof(Header)) {
+      const auto* h = reinterpret_cast<const uint8_t*>(&m.h);
+      const size_t want = sizeof(Header) - m.sent;
+      const size_t n = tr_->try_send(peer, h + m.sent, want, want);
+      if (n == 0) return moved;
+      m.sent += n;
+      moved = true;
+    }
+    while (m.sent < total) {
+      const size_t at = m.sent - sizeof(Header);
+      const size_t n = tr_->try_send(peer, m.payload + at, std::min<size_t>(total - m.sent, 1 << 20), 1);
+      if (n == 0) return moved;
+      m.sent += n;
+      moved = true;
+    }
+    tr_->end_send(peer);
+    std::shared_ptr<P2POp> op = std::move(m.op);
+    out_[peer].pop_front();
+    if (op) finish(*op);
+    moved = true;
+  }
+  return moved;
+}
+
+bool P2PEngine::progress_recv(int peer) {
+  bool moved = false;
+  for (;;) {
+    Incoming& in = *in_[peer];
+    if (!in.open) {
+      Span sp = tr_->peek(peer);
+      if (sp.size < sizeof(Header)) return moved;
+      on_header(peer, sp.data);
+      tr_->consume(peer, sizeof(Header));
+      moved = true;
+    }
+    while (in.done < in.bytes) {
+      const size_t want = in.bytes - in.done;
+      size_t n;
+      if (in.dst) {
+        n = tr_->try_recv_into(peer, in.dst + in.done, want, 1);
+      } else {  // thrown away
+        Span sp = tr_->peek(peer);
+        n = std::min(sp.size, want);
+        if (n) tr_->consume(peer, n);
+      }
+      if (n == 0) return moved;
+      in.done += n;
+      moved = true;
+    }
+    tr_->end_recv(peer);
+    in.open = false;
+    if (in.op) {
+      std::shared_ptr<P2POp> op = std::move(in.op);
+      finish(*op);
+    } else if (in.to_unexpected) {
+      auto it = in.unexpected;
+      it->complete = true;
+      if (it->drop) {
+        unexpected_.erase(it);
+      } else if (it->claimed) {
+        std::shared_ptr<P2POp> op = std::move(it->claimed);
+        kernels::copy(op->buf, it->data.data(), it->bytes);
+        unexpected_.erase(it);
+        finish(*op);
+      }
+    }
+  }
+}
+
+void P2PEngine::progress_locked() {
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_ || !dead_[p].empty()) continue;
+      try {
+        moved |= progress_sends(p);
+        moved |= progress_recv(p);
+      } catch (const CommError& e) {
+        if (e.kind() == ErrorKind::kPeerLost || e.kind() == ErrorKind::kComm) {
+          fail_peer(p, e.kind(), e.what());
+        } else {
+          throw;
+        }
+      }
+    }
+  }
+}
+
+void P2PEngine::expire() {
+  std::vector<std::shared_ptr<P2POp>> late;
+  for (auto& op : posted_)
+    if (op->deadline.expired()) late.push_back(op);
+  for (auto& op : active_)
+    if (op->deadline.expired()) late.push_back(op);
+  for (auto& op : late) {
+    if (op->send) {
+      // A message not yet begun on the wire is withdrawn; one half written
+      // cannot be, and the link to that peer is given up.
+      auto& q = out_[op->peer];
+      bool half_written = false;
+      for (auto it = q.begin(); it != q.end(); ++it) {
+        if ((*it)->op != op) continue;
+        if ((*it)->sent == 0) {
+          q.erase(it);
+        } else {
+          half_written = true;
+        }
+        break;
+      }
+      const std::string why = strprintf("%s: timeout after %g s: rank %d did not take it", what(*op).c_str(),
+                                        op->deadline.seconds(), op->peer);
+      if (half_written) {
+        fail_peer(op->peer, ErrorKind::kTimeout, why);
+      } else {
+        fail(*op, ErrorKind::kTimeout, why);
+      }
+    } else {
+      fail(*op, ErrorKind::kTimeout,
+           strprintf("%s: timeout after %g s: %s", what(*op).c_str(), op->deadline.seconds(),
+                     op->stage == kQueued ? "no matching message arrived" : "the message did not finish arriving"));
+    }
+  }
+}
+
+bool P2PEngine::wait(P2POp& op, double timeout_s) {
+  const Deadline limit = timeout_s < 0 ? Deadline::never() : Deadline::after(timeout_s);
+  std::unique_lock<std::mutex> lk(mu_);
+  std::vector<WaitItem> items;
+  for (;;) {
+    if (op.work->is_completed()) return true;
+    try {
+      progress_locked();
+    } catch (const CommError& e) {  // a peer aborted: nothing here can go on
+      lk.unlock();
+      fail_all(e.kind(), e.what());
+      return true;
+    }
+    expire();
+    if (op.work->is_completed()) return true;
+    if (limit.expired()) return false;
+    items.clear();
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_ || !dead_[p].empty()) continue;
+      const Incoming& in = *in_[p];
+      items.push_back({p, false, in.open ? std::min<size_t>(in.bytes - in.done, 64) : sizeof(Header)});
+      if (!out_[p].empty()) items.push_back({p, true, 64});
+    }
+    if (items.empty()) {  // no live peer: only a deadline can end this
+      lk.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      lk.lock();
+      continue;
+    }
+    try {
+      tr_->wait(items.data(), items.size(), Deadline::after(kWaitSliceS));
+    } catch (const CommError& e) {
+      if (e.kind() == ErrorKind::kTimeout) continue;
+      if (e.kind() != ErrorKind::kPeerLost) {
+        lk.unlock();
+        fail_all(e.kind(), e.what());
+        return true;
+      }
+      // Which peer: ask each on its own.
+      bool found = false;
+      for (const WaitItem& it : items) {
+        try {
+          tr_->wait(&it, 1, Deadline::after(0));
+        } catch (const CommError& one) {
+          if (one.kind() == ErrorKind::kPeerLost) {
+            fail_peer(it.peer, ErrorKind::kPeerLost, one.what());
+            found = true;
+          }
+        }
+      }
+      if (!found) {
+        lk.unlock();
+        fail_all(e.kind(), e.what());
+        return true;
+      }
+    }
+  }
+}
+
+}  // namespace pycomm

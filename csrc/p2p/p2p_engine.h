@@ -1,0 +1,112 @@
+// Point-to-point: sends and receives matched by (source, tag), any number
+// outstanding at once, over a transport of their own (so they never queue
+// behind a communicator's collectives, nor hold them up).
+//
+// Matching is MPI's: a receive takes the first message from its source (any
+// source when -1) with its tag, in arrival order; messages between one pair
+// with one tag are never overtaken. Small messages (up to eager_bytes) travel
+// with their header and wait at the receiver, copied, until a receive takes
+// them. Larger ones are rendezvous: the header goes first (RTS), the receiver
+// answers when a receive matches (CTS, or NACK when the receive's size is
+// wrong), and only then does the payload move, straight into the receive's
+// buffer. So nothing big is ever buffered, and no unmatched payload blocks a
+// link.
+//
+// Progress is made by whichever thread waits (a blocking call, Work.wait) or
+// posts: every outstanding op moves whenever any of them is waited for, so
+// both ranks may post receives first and sends second, at any size.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../comm/work.h"
+#include "../common/deadline.h"
+#include "../transport/transport.h"
+
+namespace pycomm {
+
+constexpr int kAnySource = -1;
+
+// One send or receive, and its outcome (valid once work is completed).
+struct P2POp {
+  bool send = false;
+  int peer = 0;  // destination, or source (kAnySource: any)
+  int tag = 0;
+  uint8_t* buf = nullptr;  // a send's data is only read
+  size_t bytes = 0;        // send: the message; receive: the buffer
+  bool allow_shorter = false;
+  Deadline deadline = Deadline::never();
+  std::shared_ptr<Work> work = std::make_shared<Work>();
+  // Outcome of a receive.
+  int source = -1;
+  size_t received = 0;
+  // Engine state.
+  uint64_t msg = 0;    // the message's number on its link
+  size_t done = 0;     // payload bytes moved
+  int stage = 0;       // see p2p_engine.cpp
+};
+
+class P2PEngine {
+ public:
+  P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes);
+  ~P2PEngine();
+  P2PEngine(const P2PEngine&) = delete;
+  P2PEngine& operator=(const P2PEngine&) = delete;
+
+  // Starts ops (their works complete later; errors land in them). Posting
+  // several at once is NCCL's group: none of them waits for another.
+  void post(const std::vector<std::shared_ptr<P2POp>>& ops);
+  // Drives every outstanding op until `op` completes or `timeout_s` (< 0:
+  // until its own deadline) passes; returns whether it completed.
+  bool wait(P2POp& op, double timeout_s);
+  // Fails every outstanding op here and tells every peer's engine to do the
+  // same; later posts fail at once.
+  void abort(ErrorKind kind, const std::string& why);
+  // Fails every outstanding op here (the communicator is closing).
+  void close() { fail_all(ErrorKind::kAborted, "the communicator was closed"); }
+
+ private:
+  struct Out;       // a message being written to a peer
+  struct Incoming;  // the message being read from a peer
+  struct Unexpected;
+
+  void progress_locked();
+  bool progress_sends(int peer);
+  bool progress_recv(int peer);
+  void on_header(int peer, const uint8_t* header);
+  void match_posted(const std::shared_ptr<P2POp>& op);
+  void accept(int peer, const std::shared_ptr<P2POp>& op, int kind, uint64_t msg, int tag, size_t bytes);
+  void reply(int peer, int kind, uint64_t msg, int tag, size_t bytes, size_t recv_bytes);
+  void finish(P2POp& op);
+  void fail(P2POp& op, ErrorKind kind, const std::string& why);
+  void fail_peer(int peer, ErrorKind kind, const std::string& why);
+  void expire();
+  void fail_all(ErrorKind kind, const std::string& why);
+  std::string what(const P2POp& op) const;
+
+  std::unique_ptr<Transport> tr_;
+  const int rank_, size_;
+  const size_t eager_bytes_;
+
+  std::mutex mu_;  // everything below; held by the thread moving bytes
+  std::vector<std::deque<std::unique_ptr<Out>>> out_;  // per peer, in order
+  std::vector<std::unique_ptr<Incoming>> in_;        // per peer
+  std::vector<uint64_t> next_msg_;                    // per peer: the next message number we send
+  std::list<std::shared_ptr<P2POp>> posted_;          // receives not matched yet, in post order
+  std::list<Unexpected> unexpected_;                  // arrived, not matched yet, in arrival order
+  std::list<std::shared_ptr<P2POp>> active_;          // matched or sending: waiting for bytes
+  std::vector<std::string> dead_;                     // per peer: why it is gone ("" alive)
+  bool broken_ = false;
+  ErrorKind broken_kind_ = ErrorKind::kComm;
+  std::string broken_why_;
+};
+
+}  // namespace pycomm

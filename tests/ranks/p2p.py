@@ -1,0 +1,235 @@
+"""Point-to-point sends and receives, checked against seeded numpy arrays
+every rank can regenerate. `python p2p.py SCENARIO` (default: all that need
+no dying rank); exit status non-zero on the first wrong result."""
+import os
+import sys
+import time
+
+import numpy as np
+
+import pycomm
+from common import comm_from_env, log
+
+SEED = 77
+# Around the eager / rendezvous boundary (32 KiB) and the shm ring (1 MiB).
+SIZES = [0, 1, 7, 1000, 8191, 8192, 8193, 300_001]
+
+
+def message(src, dst, tag, count, dtype="float32", salt=0):
+    rng = np.random.default_rng([SEED, src, dst, tag, count, salt])
+    if np.dtype(dtype).kind == "f":
+        return rng.uniform(-1, 1, count).astype(dtype)
+    return rng.integers(-100, 100, count).astype(dtype)
+
+
+def expect(exc, fn, *mentions):
+    try:
+        fn()
+    except exc as e:
+        for m in mentions:
+            assert m in str(e), f"{exc.__name__} without {m!r}: {e}"
+        return e
+    raise AssertionError(f"expected {exc.__name__} mentioning {mentions}")
+
+
+def pairs(comm):
+    """Every rank sends every size to every other rank (and itself),
+    blocking and not, in several dtypes; receives name their source."""
+    n, r = comm.size, comm.rank
+    for dtype in ("float32", "int64", "uint8", "float16"):
+        for count in SIZES:
+            tag = count % 97
+            sends, recvs = [], []
+            for p in range(n):
+                buf = np.full(count, 99, dtype)
+                recvs.append((p, buf, comm.irecv(buf, p, tag=tag)))
+            for p in range(n):
+                sends.append(comm.isend(message(r, p, tag, count, dtype), p, tag=tag))
+            for p, buf, w in recvs:
+                w.wait()
+                assert w.source == p and w.count == count, (w.source, w.count, p, count)
+                assert np.array_equal(buf, message(p, r, tag, count, dtype)), f"{dtype} x {count} from {p}"
+            for w in sends:
+                w.wait()
+                assert w.is_completed() and w.exception() is None
+    # Blocking, in a ring: even ranks send first, odd ranks receive first.
+    for count in (0, 5, 300_001):
+        out = message(r, (r + 1) % n, 5, count)
+        buf = np.empty(count, np.float32)
+        if r % 2 == 0:
+            comm.send(out, (r + 1) % n, tag=5)
+            assert comm.recv(buf, (r - 1) % n, tag=5) == (r - 1) % n
+        else:
+            assert comm.recv(buf, (r - 1) % n, tag=5) == (r - 1) % n
+            comm.send(out, (r + 1) % n, tag=5)
+        assert np.array_equal(buf, message((r - 1) % n, r, 5, count))
+
+
+def irecv_first_large(comm):
+    """Every rank posts its receive first and its send second, at 64 MiB."""
+    n, r = comm.size, comm.rank
+    count = 16 << 20  # float32: 64 MiB
+    to, frm = (r + 1) % n, (r - 1) % n
+    x = np.full(count, r + 1, np.float32)
+    y = np.zeros(count, np.float32)
+    rw = comm.irecv(y, frm, tag=1)
+    sw = comm.isend(x, to, tag=1)
+    rw.wait()
+    sw.wait()
+    assert rw.source == frm and rw.count == count
+    assert y[0] == frm + 1 and y[-1] == frm + 1 and np.all(y == frm + 1)
+
+
+def any_source_and_order(comm):
+    """Rank 0 takes every other rank's messages from any source; messages of
+    one pair and tag arrive in the order sent, whatever other tags do."""
+    n, r = comm.size, comm.rank
+    k = 6
+    if r == 0:
+        seen = {p: [] for p in range(1, n)}
+        for _ in range((n - 1) * k):
+            buf = np.empty(3, np.int64)
+            w = comm.irecv(buf, None, tag=4)
+            w.wait()
+            p = w.source
+            assert np.array_equal(buf, [p, buf[1], 4]), buf
+            seen[p].append(int(buf[1]))
+        for p, order in seen.items():
+            assert order == list(range(k)), f"from rank {p}: {order}"
+        # Tags interleaved: receive every tag-1 message before any tag-0 one.
+        for p in range(1, n):
+            got = {0: [], 1: []}
+            for tag in [1] * k + [0] * k:
+                buf = np.empty(2, np.int64)
+                assert comm.recv(buf, p, tag=tag) == p
+                got[tag].append(int(buf[0]))
+            assert got[0] == list(range(0, 2 * k, 2)) and got[1] == list(range(1, 2 * k, 2)), got
+    else:
+        for i in range(k):
+            comm.send(np.array([r, i, 4], np.int64), 0, tag=4)
+        for i in range(2 * k):
+            comm.send(np.array([i, 0], np.int64), 0, tag=i % 2)
+    comm.barrier()
+
+
+def group_and_self(comm):
+    """A group posts sends and receives together in any order; a rank can
+    send to itself."""
+    n, r = comm.size, comm.rank
+    count = 3 << 20  # 12 MiB each: rendezvous, larger than a ring
+    bufs = {p: np.empty(count, np.float32) for p in range(n)}
+    with comm.group():
+        sends = [comm.send(message(r, p, 2, count, salt=1), p, tag=2) for p in range(n)]
+        recvs = [comm.recv(bufs[p], p, tag=2) for p in reversed(range(n))]
+    for w in sends + recvs:
+        w.wait()
+    for p in range(n):
+        assert np.array_equal(bufs[p], message(p, r, 2, count, salt=1)), p
+    # A blocking receive from itself, after the send.
+    x = message(r, r, 9, 10)
+    comm.send(x, r, tag=9)
+    y = np.empty(10, np.float32)
+    assert comm.recv(y, r, tag=9) == r and np.array_equal(x, y)
+    def nested():
+        with comm.group():
+            with comm.group():
+                pass
+
+    expect(ValueError, nested, "nest")
+
+
+def sizes_and_errors(comm):
+    """A shorter message with allow_shorter; a wrong size is a MismatchError
+    (on both ranks when the message is large enough to wait for its
+    receive); a receive nobody answers times out naming the peer and tag;
+    bad arguments raise before anything is posted."""
+    n, r = comm.size, comm.rank
+    big = 100_000  # 400 KB: rendezvous
+    if n == 1:
+        pass
+    elif r == 0:
+        comm.send(message(0, 1, 3, 10), 1, tag=3)
+        expect(pycomm.MismatchError, lambda: comm.send(np.ones(big, np.float32), 1, tag=8),
+               "send to rank 1 (tag 8", "takes 40 bytes")
+        expect(pycomm.MismatchError, lambda: comm.send(np.ones(big, np.float32), 1, tag=8), "takes 800000 bytes")
+    elif r == 1:
+        buf = np.zeros(50, np.float32)
+        w = comm.irecv(buf, 0, tag=3, allow_shorter=True)
+        w.wait()
+        assert w.count == 10 and np.array_equal(buf[:10], message(0, 1, 3, 10)) and not buf[10:].any()
+        expect(pycomm.MismatchError, lambda: comm.recv(np.empty(10, np.float32), 0, tag=8),
+               "recv from rank 0 (tag 8", "rank 0 sent 400000 bytes")
+        expect(pycomm.MismatchError, lambda: comm.recv(np.empty(2 * big, np.float32), 0, tag=8),
+               "allow_shorter")
+        t0 = time.monotonic()
+        expect(pycomm.TimeoutError, lambda: comm.recv(np.empty(1, np.float32), 0, tag=42, timeout=0.5),
+               "rank 0", "tag 42", "timeout")
+        assert time.monotonic() - t0 < 3
+    ro = np.ones(4, np.float32)
+    ro.flags.writeable = False
+    cases = [
+        (ValueError, lambda: comm.send(ro, n)),
+        (ValueError, lambda: comm.send(ro, -1)),
+        (ValueError, lambda: comm.recv(np.empty(1), n)),
+        (TypeError, lambda: comm.send(ro, "1")),
+        (TypeError, lambda: comm.send(ro, 0, tag=1.5)),
+        (ValueError, lambda: comm.send(ro, 0, tag=2**40)),
+        (ValueError, lambda: comm.recv(ro, 0)),  # read-only receive buffer
+        (TypeError, lambda: comm.send([1, 2], 0)),
+        (ValueError, lambda: comm.send(ro, 0, timeout=0)),
+    ]
+    for exc, fn in cases:
+        expect(exc, fn)
+    comm.barrier()  # nothing was posted: the link still works
+    z = np.ones(3, np.float32)
+    comm.allreduce(z)
+    assert z[0] == n
+
+
+def beside_collectives(comm):
+    """A posted receive does not hold up collectives, and collectives do not
+    hold up point-to-point: receive first, collectives, then send."""
+    n, r = comm.size, comm.rank
+    buf = np.empty(50_000, np.float32)
+    w = comm.irecv(buf, (r - 1) % n, tag=11)
+    for _ in range(3):
+        x = np.full(1000, r, np.float32)
+        comm.allreduce(x)
+        assert x[0] == n * (n - 1) / 2
+    comm.send(message(r, (r + 1) % n, 11, 50_000), (r + 1) % n, tag=11)
+    w.wait()
+    assert np.array_equal(buf, message((r - 1) % n, r, 11, 50_000))
+
+
+def peer_dies(comm):
+    """The last rank dies; a receive from it and a large send to it fail with
+    PeerLostError on the others, well before their timeout."""
+    n, r = comm.size, comm.rank
+    last = n - 1
+    comm.barrier()
+    if r == last:
+        time.sleep(0.5)
+        os._exit(3)
+    t0 = time.monotonic()
+    expect(pycomm.PeerLostError, lambda: comm.recv(np.empty(10, np.float32), last, tag=1, timeout=30), f"rank {last}")
+    expect(pycomm.PeerLostError, lambda: comm.send(np.ones(1 << 20, np.float32), last, timeout=30), f"rank {last}")
+    assert time.monotonic() - t0 < 15, time.monotonic() - t0
+    print(f"rank {r}: peer loss seen in {time.monotonic() - t0:.1f} s", flush=True)
+    os._exit(0)  # the communicator's peers are gone: skip the closing barrier
+
+
+SCENARIOS = [pairs, irecv_first_large, any_source_and_order, group_and_self, sizes_and_errors, beside_collectives]
+
+
+def main():
+    names = sys.argv[1:] or [s.__name__ for s in SCENARIOS]
+    comm = comm_from_env(timeout=120)
+    for name in names:
+        globals()[name](comm)
+    log(comm, f"p2p ok on {comm.size} ranks over {comm.transport}: {' '.join(names)}")
+    comm.barrier()
+    comm.close()
+
+
+if __name__ == "__main__":
+    main()
