@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 git -C "$src" ls-files -z | (cd "$src" && xargs -0 cp --parents -t "$work")
 cd "$work"
 if [[ "$mode" == *thread* ]]; then
-  srcs=$(find csrc/kernels csrc/transport csrc/collectives csrc/comm csrc/cuda -name '*.cpp' | sort)
+  srcs=$(find csrc/kernels csrc/transport csrc/collectives csrc/comm csrc/p2p csrc/cuda -name '*.cpp' | sort)
   # shellcheck disable=SC2086
   g++ -std=c++17 -O1 -g -fsanitize=thread -Icsrc -o comm_threads tests/native/comm_threads.cpp $srcs \
     -lrt -lpthread

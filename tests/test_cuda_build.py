@@ -13,8 +13,8 @@ import pytest
 from pycomm import _C
 
 C = _C.cuda
-F32, INT8 = 0, 4  # dtype codes
-SUM = 0
+F32, INT8 = _C.DTYPES["float32"], _C.DTYPES["int8"]
+SUM = _C.REDUCE_OPS["sum"]
 
 
 def toolkit_present():

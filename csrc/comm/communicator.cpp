@@ -1,5 +1,7 @@
 #include "communicator.h"
 
+#include <cstring>
+
 #include "../collectives/collectives.h"
 
 namespace pycomm {
@@ -8,7 +10,10 @@ Communicator::Communicator(std::unique_ptr<Transport> transport, const Tuning& t
                            std::unique_ptr<Transport> p2p_transport, size_t p2p_eager_bytes)
     : rank_(transport->rank()), size_(transport->size()), transport_(std::move(transport)),
       tuning_(tuning) {
-  if (p2p_transport) p2p_ = std::make_shared<P2PEngine>(std::move(p2p_transport), p2p_eager_bytes);
+  if (p2p_transport) {
+    const bool same_host = std::strcmp(p2p_transport->name(), "shm") == 0;
+    p2p_ = std::make_shared<P2PEngine>(std::move(p2p_transport), p2p_eager_bytes, same_host);
+  }
   progress_.heard.assign(size_, 0);
 }
 

@@ -42,6 +42,7 @@ class Communicator {
   // p2p_transport: the point-to-point engine's own links (null: none).
   Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning,
                std::unique_ptr<Transport> p2p_transport = nullptr, size_t p2p_eager_bytes = 32 << 10);
+  // (p2p_transport over shared memory: its peers' memory is read directly.)
   ~Communicator();
 
   int rank() const { return rank_; }

@@ -10,7 +10,11 @@
 // answers when a receive matches (CTS, or NACK when the receive's size is
 // wrong), and only then does the payload move, straight into the receive's
 // buffer. So nothing big is ever buffered, and no unmatched payload blocks a
-// link.
+// link. Between processes of one host (shared memory) the receiver instead
+// copies a large payload straight out of the sender's memory
+// (process_vm_readv: one copy, as Open MPI's single-copy path) and answers
+// FIN; where the kernel refuses that, it answers CTS and the payload comes
+// through the link.
 //
 // Progress is made by whichever thread waits (a blocking call, Work.wait) or
 // posts: every outstanding op moves whenever any of them is waited for, so
@@ -56,7 +60,8 @@ struct P2POp {
 
 class P2PEngine {
  public:
-  P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes);
+  // same_host: every peer is a process of this host (single-copy reads).
+  P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host = false);
   ~P2PEngine();
   P2PEngine(const P2PEngine&) = delete;
   P2PEngine& operator=(const P2PEngine&) = delete;
@@ -83,7 +88,9 @@ class P2PEngine {
   bool progress_recv(int peer);
   void on_header(int peer, const uint8_t* header);
   void match_posted(const std::shared_ptr<P2POp>& op);
-  void accept(int peer, const std::shared_ptr<P2POp>& op, int kind, uint64_t msg, int tag, size_t bytes);
+  struct Offer;  // what a message's header offers a receive
+  void accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& m);
+  bool read_from(int peer, const Offer& m, uint8_t* dst);
   void reply(int peer, int kind, uint64_t msg, int tag, size_t bytes, size_t recv_bytes);
   void finish(P2POp& op);
   void fail(P2POp& op, ErrorKind kind, const std::string& why);
@@ -104,6 +111,7 @@ class P2PEngine {
   std::list<Unexpected> unexpected_;                  // arrived, not matched yet, in arrival order
   std::list<std::shared_ptr<P2POp>> active_;          // matched or sending: waiting for bytes
   std::vector<std::string> dead_;                     // per peer: why it is gone ("" alive)
+  std::vector<bool> single_copy_;                     // per peer: its memory can be read directly
   bool broken_ = false;
   ErrorKind broken_kind_ = ErrorKind::kComm;
   std::string broken_why_;
