@@ -118,8 +118,15 @@ bool P2PEngine::read_from(int peer, const Offer& m, uint8_t* dst) {
   return true;
 }
 
+std::unique_lock<std::mutex> P2PEngine::enter() {
+  wanting_.fetch_add(1);
+  std::unique_lock<std::mutex> lk(mu_);
+  wanting_.fetch_sub(1);
+  return lk;
+}
+
 P2PEngine::~P2PEngine() {
-  std::lock_guard<std::mutex> lk(mu_);
+  auto lk = enter();
   for (auto& op : posted_) op->work->fail(ErrorKind::kAborted, what(*op) + ": the communicator was closed");
   for (auto& op : active_) op->work->fail(ErrorKind::kAborted, what(*op) + ": the communicator was closed");
 }
@@ -163,7 +170,7 @@ void P2PEngine::fail_peer(int peer, ErrorKind kind, const std::string& why) {
 }
 
 void P2PEngine::fail_all(ErrorKind kind, const std::string& why) {
-  std::lock_guard<std::mutex> lk(mu_);
+  auto lk = enter();
   broken_ = true;
   broken_kind_ = kind;
   broken_why_ = why;
@@ -220,7 +227,7 @@ void P2PEngine::accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& 
 }
 
 void P2PEngine::post(const std::vector<std::shared_ptr<P2POp>>& ops) {
-  std::lock_guard<std::mutex> lk(mu_);
+  auto lk = enter();
   for (const auto& op : ops) {
     if (broken_) {
       op->work->fail(broken_kind_, what(*op) + ": " + broken_why_);
@@ -540,10 +547,16 @@ void P2PEngine::expire() {
 
 bool P2PEngine::wait(P2POp& op, double timeout_s) {
   const Deadline limit = timeout_s < 0 ? Deadline::never() : Deadline::after(timeout_s);
-  std::unique_lock<std::mutex> lk(mu_);
+  auto lk = enter();
   std::vector<WaitItem> items;
   for (;;) {
     if (op.work->is_completed()) return true;
+    if (wanting_.load() > 0) {  // between slices: whoever waits for the lock gets it first
+      lk.unlock();
+      while (wanting_.load() > 0) std::this_thread::yield();
+      lk = enter();  // counted too: a thread driving now lets us back in after its slice
+      if (op.work->is_completed()) return true;
+    }
     try {
       progress_locked();
     } catch (const CommError& e) {  // a peer aborted: nothing here can go on

@@ -21,6 +21,7 @@
 // both ranks may post receives first and sends second, at any size.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -103,6 +104,11 @@ class P2PEngine {
   const int rank_, size_;
   const size_t eager_bytes_;
 
+  // The engine's lock, taken through enter(): a thread driving the engine
+  // (waiting in the transport, a slice at a time) lets every thread that
+  // wants in have it between slices, which a plain mutex does not promise.
+  std::unique_lock<std::mutex> enter();
+  std::atomic<int> wanting_{0};
   std::mutex mu_;  // everything below; held by the thread moving bytes
   std::vector<std::deque<std::unique_ptr<Out>>> out_;  // per peer, in order
   std::vector<std::unique_ptr<Incoming>> in_;        // per peer

@@ -54,20 +54,67 @@ void expect(bool ok, const char* what, int rank) {
   }
 }
 
-std::unique_ptr<Communicator> make_comm(const std::string& kind, int rank, int n, Board& board) {
-  int round = 0;
-  BootstrapAllgather ag = [&board, rank, round](const std::string& mine) mutable {
+std::unique_ptr<Transport> make_transport(const std::string& kind, int rank, int n, Board& board, int first_round) {
+  BootstrapAllgather ag = [&board, rank, round = first_round](const std::string& mine) mutable {
     return board.allgather(rank, round++, mine);
   };
-  std::unique_ptr<Transport> tr;
-  if (kind == "shm") {
-    tr = std::make_unique<ShmTransport>(rank, n, ag, ShmOptions{});
-  } else {
-    TcpOptions o;
-    o.token = std::string(32, 'k');
-    tr = std::make_unique<TcpTransport>(rank, n, ag, o);
+  if (kind == "shm") return std::make_unique<ShmTransport>(rank, n, ag, ShmOptions{});
+  TcpOptions o;
+  o.token = std::string(32, 'k');
+  return std::make_unique<TcpTransport>(rank, n, ag, o);
+}
+
+// With point-to-point links too (their bootstrap rounds after the collectives').
+std::unique_ptr<Communicator> make_comm(const std::string& kind, int rank, int n, Board& board) {
+  auto tr = make_transport(kind, rank, n, board, 0);
+  auto p2p = make_transport(kind, rank, n, board, 100);
+  return std::make_unique<Communicator>(std::move(tr), Tuning{}, std::move(p2p));
+}
+
+// Point-to-point with two threads of each rank driving its engine at once:
+// one receives (a rendezvous message and an eager one) while the other
+// sends, every rank to the next.
+void p2p_case(const std::string& kind) {
+  const int n = 2;
+  Board board(n);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < n; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = make_comm(kind, r, n, board);
+      std::shared_ptr<P2PEngine> e = comm->p2p();
+      const size_t big = 1 << 18;  // floats: 1 MiB, rendezvous
+      std::vector<float> out(big, float(r + 1)), in(big, 0.0f), small_out(3, float(r)), small_in(3, -1.0f);
+      auto op = [](bool send, int peer, int tag, std::vector<float>& v) {
+        auto o = std::make_shared<P2POp>();
+        o->send = send;
+        o->peer = peer;
+        o->tag = tag;
+        o->buf = reinterpret_cast<uint8_t*>(v.data());
+        o->bytes = v.size() * sizeof(float);
+        o->deadline = Deadline::after(60);
+        return o;
+      };
+      const int to = (r + 1) % n, from = (r + n - 1) % n;
+      auto rbig = op(false, from, 1, in), rsmall = op(false, kAnySource, 2, small_in);
+      e->post({rbig, rsmall});
+      std::thread sender([&] {
+        auto sbig = op(true, to, 1, out), ssmall = op(true, to, 2, small_out);
+        e->post({ssmall, sbig});
+        e->wait(*sbig, -1);
+        e->wait(*ssmall, -1);
+        expect(!sbig->work->failed() && !ssmall->work->failed(),
+               (sbig->work->error_message() + ssmall->work->error_message()).c_str(), r);
+      });
+      e->wait(*rbig, -1);
+      e->wait(*rsmall, -1);
+      sender.join();
+      expect(!rbig->work->failed() && in[big - 1] == float(from + 1),
+             ("p2p large message wrong " + rbig->work->error_message()).c_str(), r);
+      expect(!rsmall->work->failed() && rsmall->source == from && small_in[2] == float(from), "p2p small message wrong", r);
+      comm->close();
+    });
   }
-  return std::make_unique<Communicator>(std::move(tr), Tuning{});
+  for (auto& t : ranks) t.join();
 }
 
 CollArgs args(Coll c, const void* in, void* out, size_t count) {
@@ -142,5 +189,9 @@ int main() {
   }
   abort_case();
   std::printf("abort: %s\n", failures ? "FAILED" : "ok");
+  for (const char* kind : {"shm", "tcp"}) {
+    p2p_case(kind);
+    std::printf("p2p over %s: %s\n", kind, failures ? "FAILED" : "ok");
+  }
   return failures ? 1 : 0;
 }
