@@ -157,27 +157,7 @@ class PyComm {
     CollArgs a;
     a.coll = info->coll;
     a.timeout_s = check_timeout(timeout);
-    if (info->rooted) {
-      if (root < 0 || root >= n)
-        throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, n));
-      a.root = root;
-    }
-    std::shared_ptr<Held> held;
-    if (info->counts) {
-      held = std::make_shared<Held>();
-      held->counts = count_list(counts, "counts");
-      a.counts = held->counts.data();
-      if (info->coll == Coll::kAlltoallV) {
-        held->recv_counts = count_list(recv_counts, "recv_counts");
-        a.recv_counts = held->recv_counts.data();
-        if (a.counts[r] != a.recv_counts[r])
-          throw py::value_error(strprintf("send_counts[%d] is %llu but recv_counts[%d] is %llu: what a rank "
-                                          "sends itself it receives", r, (unsigned long long)a.counts[r], r,
-                                          (unsigned long long)a.recv_counts[r]));
-      }
-    } else if (!counts.is_none() || !recv_counts.is_none()) {
-      throw py::value_error(name + " takes no counts");
-    }
+    std::shared_ptr<Held> held = root_and_counts(*info, a, root, counts, recv_counts);
     const bool has_in = extent_present(info->in, a, r), has_out = extent_present(info->out, a, r);
     const bool in_place = has_out && out.is_none() && info->in_place;
     std::unique_ptr<HostBuffer> in, dst;
@@ -267,15 +247,7 @@ class PyComm {
     a.coll = info->coll;
     a.dtype = static_cast<DType>(dtype);
     a.op = info->reduces ? reduce_op(op, a.dtype) : RedOp::kSum;
-    if (root < 0 || root >= size())
-      throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, size()));
-    a.root = root;
-    std::shared_ptr<Held> held;
-    if (info->counts) {
-      held = std::make_shared<Held>();
-      held->counts = count_list(counts, "counts");
-      a.counts = held->counts.data();
-    }
+    std::shared_ptr<Held> held = root_and_counts(*info, a, root, counts, py::none());
     check_device_pointers(a);
     py::object w = submit(a, async_op, {});
     if (async_op) w.cast<PyWork&>().held = std::move(held);
@@ -508,6 +480,33 @@ class PyComm {
     if (b1) keep.push_back(std::move(b1));
     if (b2) keep.push_back(std::move(b2));
     return submit(a, async_op, std::move(keep));
+  }
+  // The row's root (checked) and counts (parsed, owned by the returned Held
+  // until the op is done) into `a`.
+  std::shared_ptr<Held> root_and_counts(const OpInfo& info, CollArgs& a, int root, py::handle counts,
+                                        py::handle recv_counts) const {
+    if (info.rooted) {
+      if (root < 0 || root >= size())
+        throw py::value_error(strprintf("root %d is not a rank of this communicator (size %d)", root, size()));
+      a.root = root;
+    }
+    if (!info.counts) {
+      if (!counts.is_none() || !recv_counts.is_none()) throw py::value_error(std::string(info.name) + " takes no counts");
+      return nullptr;
+    }
+    auto held = std::make_shared<Held>();
+    held->counts = count_list(counts, "counts");
+    a.counts = held->counts.data();
+    if (info.coll == Coll::kAlltoallV) {
+      const int r = rank();
+      held->recv_counts = count_list(recv_counts, "recv_counts");
+      a.recv_counts = held->recv_counts.data();
+      if (a.counts[r] != a.recv_counts[r])
+        throw py::value_error(strprintf("send_counts[%d] is %llu but recv_counts[%d] is %llu: what a rank "
+                                        "sends itself it receives", r, (unsigned long long)a.counts[r], r,
+                                        (unsigned long long)a.recv_counts[r]));
+    }
+    return held;
   }
   // `size` element counts >= 0 (a list, tuple or integer array).
   std::vector<uint64_t> count_list(py::handle h, const char* what) const {

@@ -72,6 +72,17 @@ def check_identical(comm, arr, what):
         raise AssertionError(f"{what}: ranks differ bitwise: {[d[:8] for d in all_digests]}")
 
 
+def expect(exc_type, fn, *must_mention):
+    """fn() raises exc_type, whose message mentions each of must_mention; returns it."""
+    try:
+        fn()
+    except exc_type as e:
+        for word in must_mention:
+            assert word in str(e), f"{exc_type.__name__} does not mention {word!r}: {e}"
+        return e
+    raise AssertionError(f"expected {exc_type.__name__} mentioning {must_mention}")
+
+
 def log(comm, *args):
     if comm.rank == 0:
         print(*args, flush=True)

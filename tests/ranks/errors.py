@@ -6,17 +6,7 @@ import time
 import numpy as np
 
 import pycomm
-from common import comm_from_env
-
-
-def expect(exc_type, fn, *must_mention):
-    try:
-        fn()
-    except exc_type as e:
-        for word in must_mention:
-            assert word in str(e), f"{exc_type.__name__} does not mention {word!r}: {e}"
-        return e
-    raise AssertionError(f"expected {exc_type.__name__}")
+from common import comm_from_env, expect
 
 
 def mismatch(comm):

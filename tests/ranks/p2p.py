@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 import pycomm
-from common import comm_from_env, log
+from common import comm_from_env, expect, log
 
 SEED = 77
 # Around the eager / rendezvous boundary (32 KiB) and the shm ring (1 MiB).
@@ -20,16 +20,6 @@ def message(src, dst, tag, count, dtype="float32", salt=0):
     if np.dtype(dtype).kind == "f":
         return rng.uniform(-1, 1, count).astype(dtype)
     return rng.integers(-100, 100, count).astype(dtype)
-
-
-def expect(exc, fn, *mentions):
-    try:
-        fn()
-    except exc as e:
-        for m in mentions:
-            assert m in str(e), f"{exc.__name__} without {m!r}: {e}"
-        return e
-    raise AssertionError(f"expected {exc.__name__} mentioning {mentions}")
 
 
 def pairs(comm):
