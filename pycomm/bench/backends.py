@@ -59,6 +59,15 @@ class Backend:
     def barrier(self):
         raise NotImplementedError
 
+    def ping_pong(self, send, recv):
+        """sendrecv: partners (0-1, 2-3, ...) exchange one message each way,
+        even ranks sending first; the last of an odd number idles."""
+        p = partner(self.rank, self.size)
+        if p is not None:
+            first, second = (send, recv) if self.rank % 2 == 0 else (recv, send)
+            first(p)
+            second(p)
+
     def allreduce_array(self, values, redop):
         """A copy of the small float64/int64 array `values` reduced over ranks (bookkeeping:
         timings, error counts, hashes), through this library's own allreduce."""
@@ -117,15 +126,7 @@ class PycommBackend(Backend):
         elif op == "scatter":
             c.scatter(sendbuf, root=0, out=recvbuf)
         elif op == "sendrecv":
-            p = partner(self.rank, self.size)
-            if p is None:
-                return
-            if self.rank % 2 == 0:
-                c.send(sendbuf, p)
-                c.recv(recvbuf, p)
-            else:
-                c.recv(recvbuf, p)
-                c.send(sendbuf, p)
+            self.ping_pong(lambda p: c.send(sendbuf, p), lambda p: c.recv(recvbuf, p))
         else:
             c.alltoall(sendbuf, out=recvbuf)
 
@@ -200,15 +201,7 @@ class MpiBackend(Backend):
         elif op == "scatter":
             c.Scatter(sendbuf if root else None, recvbuf, root=0)
         elif op == "sendrecv":
-            p = partner(self.rank, self.size)
-            if p is None:
-                return
-            if self.rank % 2 == 0:
-                c.Send(sendbuf, p)
-                c.Recv(recvbuf, p)
-            else:
-                c.Recv(recvbuf, p)
-                c.Send(sendbuf, p)
+            self.ping_pong(lambda p: c.Send(sendbuf, p), lambda p: c.Recv(recvbuf, p))
         else:
             c.Alltoall(sendbuf, recvbuf)
 
@@ -272,15 +265,7 @@ class GlooBackend(Backend):
         elif op == "scatter":
             d.scatter(recvbuf, scatter_list=self._blocks(sendbuf) if root else None, src=0)
         elif op == "sendrecv":
-            p = partner(self.rank, self.size)
-            if p is None:
-                return
-            if self.rank % 2 == 0:
-                d.send(sendbuf, p)
-                d.recv(recvbuf, p)
-            else:
-                d.recv(recvbuf, p)
-                d.send(sendbuf, p)
+            self.ping_pong(lambda p: d.send(sendbuf, p), lambda p: d.recv(recvbuf, p))
         else:
             d.all_to_all_single(recvbuf, sendbuf)
 
