@@ -14,7 +14,9 @@ from pycomm.bench import cli, data, report, runner
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MPI = importlib.util.find_spec("mpi4py") is not None and shutil.which("mpirun") is not None
 BUSBW = {"allreduce": lambda n: 2 * (n - 1) / n, "reduce_scatter": lambda n: (n - 1) / n,
-         "allgather": lambda n: (n - 1) / n, "broadcast": lambda n: 1.0}
+         "allgather": lambda n: (n - 1) / n, "broadcast": lambda n: 1.0, "reduce": lambda n: 1.0,
+         "gather": lambda n: (n - 1) / n, "scatter": lambda n: (n - 1) / n, "alltoall": lambda n: (n - 1) / n,
+         "sendrecv": lambda n: 2.0}  # nccl-tests' factors; sendrecv: a ping-pong, bytes / (time / 2)
 ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "int32": 4, "int64": 8}
 KEYS = {"op", "bytes", "count", "dtype", "redop", "nranks", "time_us", "algbw_GBps", "busbw_GBps",
         "wrong", "library", "transport", "p99_us"}
@@ -61,6 +63,26 @@ def test_check_gather_and_broadcast():
         gathered[count:] == gathered[:count])
 
 
+def test_check_rooted_alltoall_sendrecv():
+    n, count = 3, 200
+    spec = data.DataSpec("int32", "none", n)
+    whole = [spec.inputs(r, 0, n * count) for r in range(n)]  # each rank's send buffer of n blocks
+    for rank in range(n):
+        a2a = np.concatenate([whole[p][rank * count:(rank + 1) * count] for p in range(n)])
+        assert data.check("alltoall", spec, rank, a2a, count) == 0
+        assert data.check("scatter", spec, rank, whole[0][rank * count:(rank + 1) * count], count) == 0
+        bad = a2a.copy()
+        bad[count + 5] += 1
+        assert data.check("alltoall", spec, rank, bad, count) == 1
+        assert data.check("scatter", spec, rank, whole[1][rank * count:(rank + 1) * count], count) > 0
+    gathered = np.concatenate([spec.inputs(r, 0, count) for r in range(n)])
+    assert data.check("gather", spec, 0, gathered, count) == 0
+    assert data.check("gather", spec, 1, np.zeros(0, np.int32), count) == 0  # no output off the root
+    assert data.check("sendrecv", spec, 0, spec.inputs(1, 0, count), count) == 0
+    assert data.check("sendrecv", spec, 1, spec.inputs(1, 0, count), count) > 0
+    assert data.check("sendrecv", spec, 2, np.zeros(count, np.int32), count) == 0  # the odd one out idles
+
+
 def test_inputs_are_the_same_slice_by_slice():
     spec = data.DataSpec("int32", "sum", 2)
     whole = spec.inputs(1, 0, 3 * data.GEN_CHUNK)
@@ -102,12 +124,13 @@ def check_rows(rows, op, n=2, dtype="float32"):
         assert r["wrong"] == 0
         assert r["algbw_GBps"] == pytest.approx(r["bytes"] / r["time_us"] / 1e3)
         assert r["busbw_GBps"] == pytest.approx(r["algbw_GBps"] * BUSBW[op](n))
-        per_rank = n if op in ("allgather", "reduce_scatter") else 1
+        per_rank = n if op in ("allgather", "reduce_scatter", "gather", "scatter", "alltoall") else 1
         assert r["bytes"] == r["count"] * ITEMSIZE[dtype] * per_rank
         assert r["p99_us"] >= r["time_us"] > 0
 
 
-@pytest.mark.parametrize("op", ["allreduce", "reduce_scatter", "allgather", "broadcast"])
+@pytest.mark.parametrize("op", ["allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "gather",
+                                "scatter", "alltoall", "sendrecv"])
 def test_cli_two_ranks(op, tmp_path):
     out = tmp_path / "rows.json"
     text = bench(op, "-n", "2", "-b", "8", "-e", "64K", "-f", "8", "--check", "--json", str(out),
