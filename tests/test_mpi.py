@@ -92,6 +92,16 @@ def test_mpi_transport_p2p(n):
     check(mpirun(n, "p2p.py", transport="mpi"), f"mpi p2p ok on {n} ranks over mpi")
 
 
+def test_mpi_transport_p2p_small_messages():
+    # Point-to-point payloads cut into many channel messages through 2 slots.
+    missing = mpi_transport_missing()
+    if missing:
+        pytest.skip(missing)
+    knobs = {"PYCOMM_MPI_CHUNK_BYTES": "4096", "PYCOMM_MPI_SLOTS": "2", "PYCOMM_MPI_EAGER_BYTES": "256",
+             "PYCOMM_MPI_CHANNEL_BYTES": "1000"}
+    check(mpirun(3, "p2p.py", transport="mpi", env_extra=knobs), "mpi p2p ok on 3 ranks over mpi")
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_mpi_transport_errors(n):
     missing = mpi_transport_missing()

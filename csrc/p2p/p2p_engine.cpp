@@ -54,6 +54,7 @@ struct P2PEngine::Out {
   Header h{};
   const uint8_t* payload = nullptr;
   size_t sent = 0;                 // of sizeof(Header) + h.bytes (0 for control messages)
+  bool channel = false;            // the payload goes by the transport's payload channel
   std::shared_ptr<P2POp> op;       // a send completed by writing this (eager, DATA)
   size_t total() const { return sizeof(Header) + (h.kind == kEager || h.kind == kData ? h.bytes : 0); }
 };
@@ -73,6 +74,7 @@ struct P2PEngine::Unexpected {
 
 struct P2PEngine::Incoming {
   bool open = false;     // a header was read; its payload (maybe none) is pending
+  bool channel = false;  // the payload comes by the transport's payload channel
   size_t bytes = 0, done = 0;
   uint8_t* dst = nullptr;  // where the payload goes; null: thrown away
   std::shared_ptr<P2POp> op;
@@ -328,6 +330,7 @@ void P2PEngine::on_header(int peer, const uint8_t* bytes) {
   in.open = true;
   in.done = 0;
   in.bytes = (h.kind == kEager || h.kind == kData) ? h.bytes : 0;
+  in.channel = h.kind == kData && h.bytes >= tr_->payload_min();
   in.dst = nullptr;
   in.op.reset();
   in.to_unexpected = false;
@@ -396,6 +399,7 @@ void P2PEngine::on_header(int peer, const uint8_t* bytes) {
       m->h.msg = op->msg;
       m->h.bytes = op->bytes;
       m->payload = op->buf;
+      m->channel = op->bytes >= tr_->payload_min();
       m->op = op;
       out_[peer].push_back(std::move(m));
       return;
@@ -431,11 +435,13 @@ bool P2PEngine::progress_sends(int peer) {
     }
     while (m.sent < total) {
       const size_t at = m.sent - sizeof(Header);
-      const size_t n = tr_->try_send(peer, m.payload + at, std::min<size_t>(total - m.sent, 1 << 20), 1);
+      const size_t n = m.channel ? tr_->send_payload(peer, m.payload, m.h.bytes, at, m.h.bytes) - at
+                                 : tr_->try_send(peer, m.payload + at, std::min<size_t>(total - m.sent, 1 << 20), 1);
       if (n == 0) return moved;
       m.sent += n;
       moved = true;
     }
+    if (m.channel && !tr_->payload_sent(peer)) return moved;  // it reads our buffer until the peer has it
     tr_->end_send(peer);
     std::shared_ptr<P2POp> op = std::move(m.op);
     out_[peer].pop_front();
@@ -459,7 +465,11 @@ bool P2PEngine::progress_recv(int peer) {
     while (in.done < in.bytes) {
       const size_t want = in.bytes - in.done;
       size_t n;
-      if (in.dst) {
+      if (in.channel) {  // lands in the destination, or in transport memory when thrown away
+        Span sp = tr_->recv_payload(peer, in.dst, in.bytes, in.done);
+        n = sp.size;
+        if (n) tr_->consume_payload(peer, n);
+      } else if (in.dst) {
         n = tr_->try_recv_into(peer, in.dst + in.done, want, 1);
       } else {  // thrown away
         Span sp = tr_->peek(peer);
@@ -571,8 +581,16 @@ bool P2PEngine::wait(P2POp& op, double timeout_s) {
     for (int p = 0; p < size_; ++p) {
       if (p == rank_ || !dead_[p].empty()) continue;
       const Incoming& in = *in_[p];
-      items.push_back({p, false, in.open ? std::min<size_t>(in.bytes - in.done, 64) : sizeof(Header)});
-      if (!out_[p].empty()) items.push_back({p, true, 64});
+      items.push_back({p, false, in.open ? std::min<size_t>(in.bytes - in.done, 64) : sizeof(Header),
+                       in.open && in.channel});
+      if (!out_[p].empty()) {
+        const Out& m = *out_[p].front();
+        if (m.channel && m.sent >= sizeof(Header)) {  // room in the channel, or its sends finishing
+          items.push_back({p, true, std::min<size_t>(m.total() - m.sent, 1 << 20), true});
+        } else {
+          items.push_back({p, true, 64});
+        }
+      }
     }
     if (items.empty()) {  // no live peer: only a deadline can end this
       lk.unlock();

@@ -14,7 +14,9 @@
 // copies a large payload straight out of the sender's memory
 // (process_vm_readv: one copy, as Open MPI's single-copy path) and answers
 // FIN; where the kernel refuses that, it answers CTS and the payload comes
-// through the link.
+// through the link. Where the transport has a payload channel (MPI), DATA
+// payloads of payload_min() bytes or more take it: sent from the sender's
+// buffer, received straight into the receive's.
 //
 // Progress is made by whichever thread waits (a blocking call, Work.wait) or
 // posts: every outstanding op moves whenever any of them is waited for, so
