@@ -73,7 +73,7 @@ class Hierarchy:
         self.piece_bytes = int(os.environ.get("PYCOMM_HIERARCHY_PIECE_BYTES", PIECE_BYTES))
         if self.piece_bytes < 1:
             raise ValueError(f"PYCOMM_HIERARCHY_PIECE_BYTES must be positive, got {self.piece_bytes}")
-        kw = {"timeout": comm.timeout, "options": {"flat": True}}
+        kw = {"timeout": comm.timeout, "options": {"flat": True, "p2p": 0}}  # its parts run allreduce only
         self.intra = Communicator(local, self.local, comm.store, name=f"{comm.name}/host{host}", **kw)
         self.inter = Communicator(host, self.nhosts, comm.store, name=f"{comm.name}/slice{local}", **kw)
         log.info(comm, f"allreduce: hierarchical, {self.nhosts} hosts x {self.local} ranks "

@@ -24,6 +24,16 @@ def test_world_of_one(tmp_path, transport):
     store.close()
 
 
+def test_without_p2p_links(tmp_path):
+    # options={"p2p": 0}: no second set of links; sends and receives say why they cannot run.
+    store = pycomm.FileStore(str(tmp_path / "store"))
+    with pycomm.Communicator(0, 1, store, options={"p2p": 0}) as comm:
+        with pytest.raises(ValueError, match="no point-to-point links"):
+            comm.send(np.ones(2, np.float32), 0)
+        comm.barrier()
+    store.close()
+
+
 def test_from_env_needs_rank_and_size(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
