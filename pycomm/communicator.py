@@ -15,29 +15,13 @@ import numpy as np
 from . import _C
 from . import device, hierarchy, log
 from .error_feedback import ErrorFeedback
+from .group import Group
+from .operations import ALLREDUCE, OPERATIONS, ROWS, elems, per_rank, present
 from .ops import op_code
 from .store import Store, store_from_env
 from .topology import bind_address, choose_transport, host_id
 
 DEFAULT_TIMEOUT = 300.0
-_OPERATIONS = _C.operations()  # csrc/collectives/operation.h: what each op takes
-
-
-class _Row:
-    """An operation's row of _C.operations(), as attributes (read on every call)."""
-    __slots__ = ("code", "reduces", "rooted", "in_place", "counts", "has_in", "has_out", "in_at_root",
-                 "out_at_root")
-
-    def __init__(self, row):
-        self.code = row["code"]
-        self.reduces, self.rooted, self.in_place, self.counts = (
-            row["reduces"], row["rooted"], row["in_place"], row["counts"])
-        self.has_in, self.has_out = row["in"] != "none", row["out"] != "none"
-        self.in_at_root, self.out_at_root = row["in"].endswith("at root"), row["out"].endswith("at root")
-
-
-_ROWS = {name: _Row(row) for name, row in _OPERATIONS.items()}
-_ALLREDUCE = _ROWS["allreduce"].code
 _comm_ids = itertools.count()
 
 
@@ -154,95 +138,6 @@ def _int8_options(compress, block_size, stochastic, seed, error_feedback):
 def _uncompressed(block_size, stochastic, seed, error_feedback):
     if error_feedback is not None or stochastic or seed is not None or block_size != 64:
         raise ValueError("block_size, stochastic, seed and error_feedback need compress='int8'")
-
-
-class _Group:
-    """The ops of a `with comm.group():` block, posted together at its end."""
-
-    def __init__(self, comm):
-        self.comm = comm
-        self.ops = []
-        self.works = []
-
-    def __enter__(self):
-        if self.comm._group is not None:
-            raise ValueError("comm.group() blocks do not nest")
-        self.comm._group = self
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        self.comm._group = None
-        if exc_type is None and self.ops:
-            for w, real in zip(self.works, self.comm._native.p2p_group(self.ops)):
-                w._bind(real)
-                self.comm._track(real)
-        return False
-
-
-class _GroupWork:
-    """A Work for an op inside a group: bound to the native Work when the
-    block exits (waiting before then is an error)."""
-
-    def __init__(self):
-        self._w = None
-
-    def _bind(self, w):
-        self._w = w
-
-    def _native(self):
-        if self._w is None:
-            raise ValueError("the op's group block has not exited yet: its ops start when it does")
-        return self._w
-
-    def wait(self, timeout=None):
-        return self._native().wait(timeout)
-
-    def is_completed(self):
-        return self._native().is_completed()
-
-    def exception(self):
-        return self._native().exception()
-
-    @property
-    def source(self):
-        return self._native().source
-
-    @property
-    def count(self):
-        return self._native().count
-
-
-def _present(extent, rank, root):
-    """Whether rank passes a buffer of this extent (_C.operations())."""
-    return extent != "none" and (rank == root or not extent.endswith("at root"))
-
-
-def _per_rank(row, n, size):
-    """The op's count from an x of n elements, or None where x does not
-    define it (or the size does not divide: the core says so)."""
-    if row["in"].startswith("count"):
-        return n
-    if row["in"].startswith("ranks") and n % size == 0:
-        return n // size
-    return None
-
-
-def _elems(extent, count, size, rank, counts, recv_counts):
-    """Elements of a buffer of this extent, or None when unknown."""
-    try:
-        if extent.startswith("count"):
-            return count
-        if extent.startswith("ranks"):
-            return None if count is None else count * size
-        if extent == "mine":
-            return int(counts[rank])
-        if extent == "sum":
-            return int(sum(int(c) for c in counts))
-        if extent == "recv sum":
-            return int(sum(int(c) for c in recv_counts))
-    except (TypeError, ValueError, IndexError):
-        return None  # malformed counts: the core names the problem
-    return None
 
 
 def _size_of(x):
@@ -389,7 +284,7 @@ class Communicator:
                 if self._hierarchy is None:
                     self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
                 return self._hierarchy.allreduce(x, x if out is None else out, op, timeout)
-            w = self._native.collective(_ALLREDUCE, x, out, op_code(op), 0, async_op, timeout)
+            w = self._native.collective(ALLREDUCE, x, out, op_code(op), 0, async_op, timeout)
             self._submitted("allreduce", x, f" {op}")
             result = x if out is None else out
         else:
@@ -432,7 +327,7 @@ class Communicator:
             out = _flat_empty(x, n // self.size) if compress is None else _float32_empty(x, n // self.size)
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
-            w = self._native.collective(_ROWS["reduce_scatter"].code, x, out, op_code(op), 0, async_op, timeout)
+            w = self._native.collective(ROWS["reduce_scatter"].code, x, out, op_code(op), 0, async_op, timeout)
             self._submitted("reduce_scatter", x, f" {op}")
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
@@ -521,7 +416,19 @@ class Communicator:
         """`with comm.group(): ...` starts every send and receive inside when
         the block exits, together, each returning a Work (NCCL's group,
         torch's batch_isend_irecv): no order of calls inside can deadlock."""
-        return _Group(self)
+        return Group(self)
+
+    def _enter_group(self, group):
+        if self._group is not None:
+            raise ValueError("comm.group() blocks do not nest")
+        self._group = group
+
+    def _exit_group(self, group, post):
+        """Ends the open group: posts its ops together (when `post`) and returns their Works."""
+        self._group = None
+        if not post or not group.ops:
+            return []
+        return [self._track(w) for w in self._native.p2p_group(group.ops)]
 
     def _p2p(self, send, x, peer, tag, allow_shorter, async_op, timeout):
         what = "dst" if send else "src"
@@ -537,10 +444,7 @@ class Communicator:
             raise TypeError("point-to-point of GPU buffers is not supported yet (host buffers are)")
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if self._group is not None:
-            w = _GroupWork()
-            self._group.ops.append((bool(send), x, peer, tag, bool(allow_shorter), timeout))
-            self._group.works.append(w)
-            return w
+            return self._group.add((bool(send), x, peer, tag, bool(allow_shorter), timeout))
         w = self._native.p2p_one(send, x, peer, tag, allow_shorter, async_op, timeout)
         return self._track(w) if async_op else w
 
@@ -548,7 +452,7 @@ class Communicator:
         """Every uncompressed op of the core's table (_C.operations()): the
         output allocated where the caller may leave it out, then one native
         entry point that checks everything before anything is sent."""
-        row = _ROWS[coll]
+        row = ROWS[coll]
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if row.rooted:
             if isinstance(root, bool) or not isinstance(root, int):
@@ -563,8 +467,8 @@ class Communicator:
             if (x if has_in else out) is not None and _on_gpu(x if has_in else out, out if has_in else None):
                 return self._device_op(coll, x, out, op, root, async_op, timeout, counts=counts)
         if out is None and has_out and not row.in_place and x is not None:
-            full = _OPERATIONS[coll]
-            want = _elems(full["out"], _per_rank(full, _size_of(x), self.size), self.size, self.rank, counts,
+            full = OPERATIONS[coll]
+            want = elems(full["out"], per_rank(full, _size_of(x), self.size), self.size, self.rank, counts,
                           recv_counts)
             if want is not None:
                 out = _flat_empty(x, want)
@@ -595,7 +499,7 @@ class Communicator:
                 return
             count = x.numel() if callable(getattr(x, "numel", None)) else getattr(x, "size", "?")
             block = count * (x.element_size() if hasattr(x, "element_size") else np.dtype(x.dtype).itemsize)
-            if _OPERATIONS[coll]["in"].startswith("ranks"):
+            if OPERATIONS[coll]["in"].startswith("ranks"):
                 block //= self.size
             algo = self._native.algorithm(coll + "_int8" if "int8" in detail else coll, block)
             if "GPU" in detail:
@@ -604,11 +508,11 @@ class Communicator:
 
     def _device_op(self, coll, x, out, op, root, async_op, timeout, counts=None):
         """GPU buffers (pycomm/device.py): checked here against the op's row, run by the native GPU path."""
-        row = _OPERATIONS[coll]
+        row = OPERATIONS[coll]
         if not row["gpu"]:
             raise TypeError(f"{coll} of GPU buffers has no GPU path yet (host buffers work)")
         n, r = self.size, self.rank
-        has_in, has_out = _present(row["in"], r, root), _present(row["out"], r, root)
+        has_in, has_out = present(row["in"], r, root), present(row["out"], r, root)
         dx = device.describe(x, "x") if has_in else None
         if has_in and dx is None:
             raise TypeError("out is in GPU memory but x is not: pass both on the GPU or both on the host")
@@ -620,7 +524,7 @@ class Communicator:
             counts = [int(c) for c in counts]
             count = sum(counts)
         elif dx is not None:
-            count = _per_rank(row, dx.count, n)
+            count = per_rank(row, dx.count, n)
             if count is None:
                 raise ValueError(f"{coll} needs x.size divisible by comm.size ({n}), got {dx.count}")
         else:
@@ -629,14 +533,14 @@ class Communicator:
                 raise ValueError(f"{coll} needs out on this rank")
             count = 0 if do is None else do.count // n if row["out"].startswith("ranks") else do.count
         if has_out and out is None:
-            out = device.empty_like(dx, _elems(row["out"], count, n, r, counts, None))
+            out = device.empty_like(dx, elems(row["out"], count, n, r, counts, None))
         do = (dx if out is x else device.describe(out, "out")) if has_out else None
         if has_out and do is None:
             raise TypeError("x is in GPU memory but out is not: pass both on the GPU or both on the host")
         if dx is not None and do is not None and do.dtype != dx.dtype:
             raise TypeError("out and x have different dtypes")
         for what, buf, extent in (("x", dx, row["in"]), ("out", do, row["out"])):
-            want = _elems(extent, count, n, r, counts, None)
+            want = elems(extent, count, n, r, counts, None)
             if buf is not None and buf.count != want:
                 raise ValueError(f"{coll} of {count} elements on {n} ranks needs {what} of {want} elements, "
                                  f"got {buf.count}")

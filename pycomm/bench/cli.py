@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-from pycomm import _C
+from pycomm.operations import OPERATIONS
 
 from . import report
 from .backends import BACKENDS, LIBRARIES, OPS
@@ -108,7 +108,7 @@ def validate(p, args):
 
 
 def spec_of(args, nranks):
-    redop = args.redop if _C.operations().get(args.op, {}).get("reduces") else "none"
+    redop = args.redop if OPERATIONS.get(args.op, {}).get("reduces") else "none"
     return DataSpec(args.datatype, redop, nranks, args.seed)
 
 

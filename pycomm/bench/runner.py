@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pycomm import _C
-from . import data
+from pycomm.operations import OPERATIONS as _OPERATIONS  # busbw(n): nccl-tests' factor, from the core's table
 
-_OPERATIONS = _C.operations()  # busbw(n): nccl-tests' factor, from the core's table of operations
+from . import data
 ITER_BYTES = 1 << 30          # auto iterations: about this many bytes per size ...
 MIN_ITERS, MAX_ITERS = 5, 1000  # ... within these bounds
 
