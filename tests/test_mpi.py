@@ -66,16 +66,21 @@ def test_mpi_transport_collectives(n):
     check(mpirun(n, "collectives.py", transport="mpi"), f"mpi collectives ok on {n} ranks over mpi")
 
 
-def test_mpi_transport_small_messages():
-    # Tiny stream messages and payload-channel messages, few slots: every
-    # payload is cut into many messages, frames carry inline prefixes, the
-    # slots wrap, and the broadcast chain (3 ranks) forwards message by message.
+# Tiny stream messages and payload-channel messages, few slots: every payload
+# is cut into many messages, frames carry inline prefixes, the slots wrap, and
+# the broadcast chain (3 ranks) forwards message by message; point-to-point
+# payloads go through the channel in many pieces.
+SMALL_MESSAGES = {"PYCOMM_MPI_CHUNK_BYTES": "4096", "PYCOMM_MPI_SLOTS": "2", "PYCOMM_MPI_EAGER_BYTES": "256",
+                  "PYCOMM_MPI_CHANNEL_BYTES": "1000"}
+
+
+@pytest.mark.parametrize("program,done", [("collectives.py", "mpi collectives ok on 3 ranks over mpi"),
+                                          ("p2p.py", "mpi p2p ok on 3 ranks over mpi")])
+def test_mpi_transport_small_messages(program, done):
     missing = mpi_transport_missing()
     if missing:
         pytest.skip(missing)
-    knobs = {"PYCOMM_MPI_CHUNK_BYTES": "4096", "PYCOMM_MPI_SLOTS": "2", "PYCOMM_MPI_EAGER_BYTES": "256",
-             "PYCOMM_MPI_CHANNEL_BYTES": "1000"}
-    check(mpirun(3, "collectives.py", transport="mpi", env_extra=knobs), "mpi collectives ok on 3 ranks over mpi")
+    check(mpirun(3, program, transport="mpi", env_extra=SMALL_MESSAGES), done)
 
 
 @pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
@@ -90,16 +95,6 @@ def test_mpi_transport_p2p(n):
     if missing:
         pytest.skip(missing)
     check(mpirun(n, "p2p.py", transport="mpi"), f"mpi p2p ok on {n} ranks over mpi")
-
-
-def test_mpi_transport_p2p_small_messages():
-    # Point-to-point payloads cut into many channel messages through 2 slots.
-    missing = mpi_transport_missing()
-    if missing:
-        pytest.skip(missing)
-    knobs = {"PYCOMM_MPI_CHUNK_BYTES": "4096", "PYCOMM_MPI_SLOTS": "2", "PYCOMM_MPI_EAGER_BYTES": "256",
-             "PYCOMM_MPI_CHANNEL_BYTES": "1000"}
-    check(mpirun(3, "p2p.py", transport="mpi", env_extra=knobs), "mpi p2p ok on 3 ranks over mpi")
 
 
 @pytest.mark.parametrize("n", [2, 3])
