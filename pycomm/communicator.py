@@ -401,7 +401,9 @@ class Communicator:
         with `tag`. Returns the source rank (or a Work whose `source` and
         `count` say who sent and how many elements came). A message larger
         than x is a MismatchError on both ranks, a shorter one too unless
-        allow_shorter."""
+        allow_shorter. (A small send, up to 32 KiB, completes before its
+        receive; its sender's error comes from its next point-to-point call
+        with that rank.)"""
         return self._p2p(False, x, src, tag, allow_shorter, async_op, timeout)
 
     def isend(self, x, dst, tag=0, timeout=None):

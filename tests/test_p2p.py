@@ -17,6 +17,12 @@ def test_p2p(ranks, nranks, transport):
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_p2p_one_gibibyte(ranks, transport):
+    proc = ranks(2, "p2p.py", "one_gibibyte", env={"TEST_TRANSPORT": transport})
+    assert f"p2p ok on 2 ranks over {transport}" in proc.stdout
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
 def test_p2p_peer_dies(transport, tmp_path):
     # Plain processes: pycomm.launch would stop the survivors when one dies.
     n = 3

@@ -33,7 +33,8 @@ struct Header {
   uint64_t recv_bytes;  // CTS, NACK: the size of the receive that took it
   uint64_t addr;        // RTS on one host: where the payload is in the sender's memory (0: not offered)
   int32_t pid;          // ... and in which process
-  uint8_t reserved[12];
+  uint32_t reserved;
+  uint64_t seq;         // EAGER, RTS: the message's number among this pair's with its tag; NACK: echoed
 };
 static_assert(sizeof(Header) == 64, "one aligned block");
 
@@ -61,7 +62,7 @@ struct P2PEngine::Out {
 
 struct P2PEngine::Unexpected {
   int peer = 0, tag = 0;
-  uint64_t msg = 0;
+  uint64_t msg = 0, seq = 0;
   size_t bytes = 0;
   bool rts = false;
   uint64_t addr = 0;
@@ -84,7 +85,7 @@ struct P2PEngine::Incoming {
 
 struct P2PEngine::Offer {
   int kind;
-  uint64_t msg;
+  uint64_t msg, seq;
   int tag;
   size_t bytes;
   uint64_t addr;
@@ -93,7 +94,7 @@ struct P2PEngine::Offer {
 
 P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host)
     : tr_(std::move(transport)), rank_(tr_->rank()), size_(tr_->size()), eager_bytes_(eager_bytes),
-      out_(size_), next_msg_(size_, 0), dead_(size_), single_copy_(size_, same_host) {
+      out_(size_), next_msg_(size_, 0), send_seq_(size_), recv_seq_(size_), dead_(size_), refused_(size_), single_copy_(size_, same_host) {
   for (int p = 0; p < size_; ++p) in_.push_back(std::make_unique<Incoming>());
   // Where Yama restricts ptrace to ancestors, let the peers read us (a
   // no-op elsewhere; they are our job's own processes either way).
@@ -187,42 +188,43 @@ void P2PEngine::abort(ErrorKind kind, const std::string& why) {
   fail_all(kind, why);
 }
 
-void P2PEngine::reply(int peer, int kind, uint64_t msg, int tag, size_t bytes, size_t recv_bytes) {
-  auto m = std::make_unique<Out>();
-  m->h.magic = kMagic;
-  m->h.kind = static_cast<uint8_t>(kind);
-  m->h.src = rank_;
-  m->h.tag = tag;
-  m->h.msg = msg;
-  m->h.bytes = bytes;
-  m->h.recv_bytes = recv_bytes;
-  out_[peer].push_back(std::move(m));
+// Answers message `m` (CTS, NACK, FIN) for a receive of `recv_bytes`.
+void P2PEngine::reply(int peer, int kind, const Offer& m, size_t recv_bytes) {
+  if (peer == rank_) return;  // a message to self is already complete
+  auto o = std::make_unique<Out>();
+  o->h.magic = kMagic;
+  o->h.kind = static_cast<uint8_t>(kind);
+  o->h.src = rank_;
+  o->h.tag = m.tag;
+  o->h.msg = m.msg;
+  o->h.seq = m.seq;
+  o->h.bytes = m.bytes;
+  o->h.recv_bytes = recv_bytes;
+  out_[peer].push_back(std::move(o));
 }
 
-// A receive takes a message of `bytes` from `peer`: the sizes must agree
-// (a shorter message only with allow_shorter). Returns by failing the
-// receive, and refusing a rendezvous message, when they do not.
+// A receive takes message `m` from `peer`: the sizes must agree (a shorter
+// message only with allow_shorter). When they do not, the receive fails and
+// the message is refused (NACK), which fails its send on the sender too.
 void P2PEngine::accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& m) {
-  const int kind = m.kind, tag = m.tag;
-  const uint64_t msg = m.msg;
   const size_t bytes = m.bytes;
   op->source = peer;
   if (bytes > op->bytes || (bytes < op->bytes && !op->allow_shorter)) {
-    std::string why = strprintf("%s: rank %d sent %zu bytes with tag %d%s", what(*op).c_str(), peer, bytes, tag,
+    std::string why = strprintf("%s: rank %d sent %zu bytes with tag %d%s", what(*op).c_str(), peer, bytes, m.tag,
                                 bytes < op->bytes ? " (pass allow_shorter=True to take a shorter message)" : "");
-    reply(peer, kNack, msg, tag, bytes, op->bytes);
+    reply(peer, kNack, m, op->bytes);
     fail(*op, ErrorKind::kMismatch, why);
     return;
   }
   op->received = bytes;
-  op->msg = msg;
-  if (kind == kRts) {
+  op->msg = m.msg;
+  if (m.kind == kRts) {
     if (m.addr && single_copy_[peer] && read_from(peer, m, op->buf)) {
-      reply(peer, kFin, msg, tag, bytes, op->bytes);
+      reply(peer, kFin, m, op->bytes);
       op->work->finish();
       return;
     }
-    reply(peer, kCts, msg, tag, bytes, op->bytes);
+    reply(peer, kCts, m, op->bytes);
     op->stage = kWaitData;
     active_.push_back(op);
   }
@@ -238,6 +240,11 @@ void P2PEngine::post(const std::vector<std::shared_ptr<P2POp>>& ops) {
     const int peer = op->peer;
     if (peer != kAnySource && !dead_[peer].empty()) {
       op->work->fail(ErrorKind::kPeerLost, what(*op) + ": " + dead_[peer]);
+      continue;
+    }
+    if (peer != kAnySource && !refused_[peer].empty()) {
+      op->work->fail(ErrorKind::kMismatch, what(*op) + " not started: " + refused_[peer]);
+      refused_[peer].clear();
       continue;
     }
     if (op->send && peer == rank_) {  // to self: waits, copied, as an eager message
@@ -268,6 +275,7 @@ void P2PEngine::post(const std::vector<std::shared_ptr<P2POp>>& ops) {
       m->h.src = rank_;
       m->h.tag = op->tag;
       m->h.msg = op->msg;
+      m->h.seq = send_seq_[peer][op->tag]++;
       m->h.bytes = op->bytes;
       if (op->bytes <= eager_bytes_) {
         m->h.kind = kEager;
@@ -300,7 +308,7 @@ void P2PEngine::match_posted(const std::shared_ptr<P2POp>& op) {
     Unexpected& u = *it;
     if (u.claimed || u.drop || u.tag != op->tag || (op->peer != kAnySource && u.peer != op->peer)) continue;
     const int peer = u.peer;
-    accept(peer, op, Offer{u.rts ? kRts : kEager, u.msg, u.tag, u.bytes, u.addr, u.pid});
+    accept(peer, op, Offer{u.rts ? kRts : kEager, u.msg, u.seq, u.tag, u.bytes, u.addr, u.pid});
     if (op->work->is_completed()) {  // refused, or read at once (single copy)
       if (u.complete || u.rts) unexpected_.erase(it);
       else u.drop = true;
@@ -342,6 +350,14 @@ void P2PEngine::on_header(int peer, const uint8_t* bytes) {
   switch (h.kind) {
     case kEager:
     case kRts: {
+      // The link keeps order, so this can only fail on a broken link or
+      // engine; caught here, not as a wrong receive matched.
+      const uint64_t want = recv_seq_[peer][h.tag]++;
+      if (h.seq != want)
+        throw_error(ErrorKind::kComm,
+                    strprintf("rank %d: message %llu with tag %d from rank %d arrived where %llu was due", rank_,
+                              static_cast<unsigned long long>(h.seq), h.tag, peer,
+                              static_cast<unsigned long long>(want)));
       std::shared_ptr<P2POp> op;
       for (auto it = posted_.begin(); it != posted_.end(); ++it) {
         if ((*it)->tag == h.tag && ((*it)->peer == peer || (*it)->peer == kAnySource)) {
@@ -351,7 +367,7 @@ void P2PEngine::on_header(int peer, const uint8_t* bytes) {
         }
       }
       if (op) {
-        accept(peer, op, Offer{h.kind, h.msg, h.tag, h.bytes, h.addr, h.pid});
+        accept(peer, op, Offer{h.kind, h.msg, h.seq, h.tag, h.bytes, h.addr, h.pid});
         if (h.kind == kEager && !op->work->is_completed()) {
           in.dst = op->buf;
           in.op = op;
@@ -364,6 +380,7 @@ void P2PEngine::on_header(int peer, const uint8_t* bytes) {
       u.peer = peer;
       u.tag = h.tag;
       u.msg = h.msg;
+      u.seq = h.seq;
       u.bytes = h.bytes;
       u.rts = h.kind == kRts;
       u.addr = h.addr;
@@ -410,11 +427,23 @@ void P2PEngine::on_header(int peer, const uint8_t* bytes) {
       return;
     }
     case kNack: {
-      auto op = find_active(true);
-      if (op)
-        fail(*op, ErrorKind::kMismatch,
-             strprintf("%s: rank %d's receive takes %llu bytes", what(*op).c_str(), peer,
-                       static_cast<unsigned long long>(h.recv_bytes)));
+      const std::string why = strprintf("rank %d's receive takes %llu bytes", peer,
+                                        static_cast<unsigned long long>(h.recv_bytes));
+      if (auto op = find_active(true)) return fail(*op, ErrorKind::kMismatch, what(*op) + ": " + why);
+      // An eager send completed before its receive refused it: the refusal
+      // fails this rank's first op with that peer not yet matched (a
+      // receive posted now, else the next one posted).
+      refused_[peer] = strprintf("rank %d: send to rank %d (tag %d, %llu bytes, #%llu with that tag) was refused "
+                                 "after it completed: %s",
+                                 rank_, peer, h.tag, static_cast<unsigned long long>(h.bytes),
+                                 static_cast<unsigned long long>(h.seq), why.c_str());
+      for (auto& op : posted_) {
+        if (op->peer != peer) continue;
+        std::shared_ptr<P2POp> hit = op;
+        fail(*hit, ErrorKind::kMismatch, what(*hit) + " not matched: " + refused_[peer]);
+        refused_[peer].clear();
+        break;
+      }
       return;
     }
   }

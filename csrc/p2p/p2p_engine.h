@@ -18,6 +18,11 @@
 // payloads of payload_min() bytes or more take it: sent from the sender's
 // buffer, received straight into the receive's.
 //
+// A message carries its number among the pair's messages with its tag (seq),
+// checked on arrival. A receive that refuses a message (wrong size) fails
+// its send too: a rendezvous send at once; an eager send, already complete,
+// through this rank's next op with that peer not yet matched.
+//
 // Progress is made by whichever thread waits (a blocking call, Work.wait) or
 // posts: every outstanding op moves whenever any of them is waited for, so
 // both ranks may post receives first and sends second, at any size.
@@ -32,6 +37,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "../comm/work.h"
@@ -94,7 +100,7 @@ class P2PEngine {
   struct Offer;  // what a message's header offers a receive
   void accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& m);
   bool read_from(int peer, const Offer& m, uint8_t* dst);
-  void reply(int peer, int kind, uint64_t msg, int tag, size_t bytes, size_t recv_bytes);
+  void reply(int peer, int kind, const Offer& m, size_t recv_bytes);
   void finish(P2POp& op);
   void fail(P2POp& op, ErrorKind kind, const std::string& why);
   void fail_peer(int peer, ErrorKind kind, const std::string& why);
@@ -115,10 +121,12 @@ class P2PEngine {
   std::vector<std::deque<std::unique_ptr<Out>>> out_;  // per peer, in order
   std::vector<std::unique_ptr<Incoming>> in_;        // per peer
   std::vector<uint64_t> next_msg_;                    // per peer: the next message number we send
+  std::vector<std::unordered_map<int, uint64_t>> send_seq_, recv_seq_;  // per peer, per tag: the next message's seq
   std::list<std::shared_ptr<P2POp>> posted_;          // receives not matched yet, in post order
   std::list<Unexpected> unexpected_;                  // arrived, not matched yet, in arrival order
   std::list<std::shared_ptr<P2POp>> active_;          // matched or sending: waiting for bytes
   std::vector<std::string> dead_;                     // per peer: why it is gone ("" alive)
+  std::vector<std::string> refused_;                  // per peer: a completed send it refused, not yet reported
   std::vector<bool> single_copy_;                     // per peer: its memory can be read directly
   bool broken_ = false;
   ErrorKind broken_kind_ = ErrorKind::kComm;

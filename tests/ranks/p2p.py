@@ -142,6 +142,12 @@ def sizes_and_errors(comm):
         expect(pycomm.MismatchError, lambda: comm.send(np.ones(big, np.float32), 1, tag=8),
                "send to rank 1 (tag 8", "takes 40 bytes")
         expect(pycomm.MismatchError, lambda: comm.send(np.ones(big, np.float32), 1, tag=8), "takes 800000 bytes")
+        # A small (eager) send completes first; its refusal fails rank 0's
+        # next op with rank 1, named; the link goes on.
+        comm.send(np.ones(10, np.float32), 1, tag=9)
+        expect(pycomm.MismatchError, lambda: comm.recv(np.empty(3, np.float32), 1, tag=10),
+               "send to rank 1 (tag 9, 40 bytes", "refused", "receive takes 20 bytes")
+        assert comm.recv(np.empty(3, np.float32), 1, tag=10) == 1
     elif r == 1:
         buf = np.zeros(50, np.float32)
         w = comm.irecv(buf, 0, tag=3, allow_shorter=True)
@@ -151,6 +157,9 @@ def sizes_and_errors(comm):
                "recv from rank 0 (tag 8", "rank 0 sent 400000 bytes")
         expect(pycomm.MismatchError, lambda: comm.recv(np.empty(2 * big, np.float32), 0, tag=8),
                "allow_shorter")
+        expect(pycomm.MismatchError, lambda: comm.recv(np.empty(5, np.float32), 0, tag=9),
+               "rank 0 sent 40 bytes with tag 9")
+        comm.send(np.ones(3, np.float32), 0, tag=10)
         t0 = time.monotonic()
         expect(pycomm.TimeoutError, lambda: comm.recv(np.empty(1, np.float32), 0, tag=42, timeout=0.5),
                "rank 0", "tag 42", "timeout")
@@ -189,6 +198,21 @@ def beside_collectives(comm):
     comm.send(message(r, (r + 1) % n, 11, 50_000), (r + 1) % n, tag=11)
     w.wait()
     assert np.array_equal(buf, message((r - 1) % n, r, 11, 50_000))
+
+
+def one_gibibyte(comm):
+    """Both ranks of a pair post a 1 GiB + 3 B receive first and the send
+    second; every byte checked (random bytes repeating with a prime period,
+    which divides no chunk or ring size)."""
+    n, r = comm.size, comm.rank
+    nbytes = (1 << 30) + 3
+    pattern = lambda src: np.resize(np.random.default_rng([SEED, src]).integers(0, 256, 65521, np.uint8), nbytes)
+    to, frm = (r + 1) % n, (r - 1) % n
+    y = np.zeros(nbytes, np.uint8)
+    rw = comm.irecv(y, frm, tag=2)
+    comm.send(pattern(r), to, tag=2)
+    rw.wait()
+    assert rw.count == nbytes and np.array_equal(y, pattern(frm))
 
 
 def peer_dies(comm):
