@@ -41,6 +41,15 @@ def test_backend_env(n, overlap):
     assert "torch backend ok" in out
 
 
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_native_ops(n):
+    # send/recv to 256 MiB, batch_isend_irecv and coalescing, all_to_all(_single) even and uneven
+    # (MoE routing, forward and backward), reduce/gather/scatter, uneven list all_gather and
+    # reduce_scatter, PREMUL_SUM and AVG, the object collectives.
+    out = run_ranks(n, "torch_native_ops.py", timeout=200).stdout
+    assert f"torch native ops ok on {n} ranks" in out
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

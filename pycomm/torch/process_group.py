@@ -1,24 +1,26 @@
 """The "pycomm" process group: a Python subclass of torch's ProcessGroup over
 one pycomm.Communicator.
 
-Native (one pycomm collective each): allreduce (SUM, AVG, PRODUCT, MIN,
-MAX), reduce_scatter (tensor and list forms), allgather (tensor and list
-forms), broadcast, barrier. Composed from those (correct, not
-bandwidth-optimal): reduce = allreduce kept at the root; gather = allgather
-kept at the root; scatter = broadcast of the root's concatenation;
-all_to_all = allgather of every rank's (padded) input, each rank keeping its
-pieces; all_reduce SUM of a sparse COO tensor = allgathers of its indices and
-values, coalesced, as gloo does it; send/recv go through the group's c10d
-store (see p2p.py), and so does monitored_barrier (monitored_barrier.py).
+Every op is one native pycomm operation: allreduce (SUM, AVG, PRODUCT, MIN,
+MAX, PREMUL_SUM), reduce_scatter and allgather (tensor forms, list forms
+with equal or unequal sizes), broadcast, barrier, reduce, gather, scatter,
+all_to_all (single, even or uneven splits, and list forms) and point-to-point
+(send, recv, recv_anysource, isend/irecv, batch_isend_irecv with
+coalescing) on the communicator's point-to-point engine. all_reduce SUM of a
+sparse COO tensor = allgathers of its indices and values, coalesced, as gloo
+does it. The c10d store carries rendezvous only, and monitored_barrier
+(monitored_barrier.py).
 
-Ops run to completion on the calling thread (pycomm's cheapest path) and
-return a completed Work, except large allreduces where overlapping pays
+Collectives run to completion on the calling thread (pycomm's cheapest path)
+and return a completed Work, except large allreduces where overlapping pays
 (completion.py): those run on pycomm's worker thread while the caller (DDP's
-backward pass) goes on. Errors raised by pycomm surface from `wait()` and
+backward pass) goes on. Point-to-point ops return at once; their Works wait
+on the native ops (work.py). Errors raised by pycomm surface from `wait()` and
 the future, as with gloo. Non-contiguous tensors are copied to contiguous
-ones and the results copied back. Data-movement ops take any dtype (moved as
-bytes); reductions take pycomm's dtypes plus complex (SUM/AVG, as pairs of reals)
-and bool (all_reduce and reduce: SUM/MAX = or, PRODUCT/MIN = and).
+ones and the results copied back; CUDA tensors' point-to-point goes through
+host memory. Data-movement ops take any dtype (moved as bytes); reductions
+take pycomm's dtypes plus complex (SUM/AVG, as pairs of reals) and bool
+(all_reduce and reduce: SUM/MAX = or, PRODUCT/MIN = and).
 """
 import torch
 import torch.distributed as dist
@@ -30,8 +32,7 @@ from pycomm.store import TorchStore
 
 from .completion import Completer, overlap_bytes
 from .monitored_barrier import MonitoredBarrier
-from .p2p import StoreP2P
-from .work import Work
+from .work import P2PWork, Work
 
 __all__ = ["ProcessGroupPycomm", "devices"]
 
@@ -55,13 +56,39 @@ def devices():
 
 
 def _op(opts):
-    """The pycomm op name of an options object, a dist.ReduceOp or a ReduceOp.RedOpType."""
+    """The pycomm op name of an options object, a dist.ReduceOp or a
+    ReduceOp.RedOpType (PREMUL_SUM: "sum", its factor from _factor)."""
     op = getattr(opts, "reduceOp", opts)
     code = int(getattr(op, "op", op))
+    if code == _PREMUL_SUM:
+        return "sum"
     try:
         return _OPS[code]
     except KeyError:
-        raise ValueError(f"pycomm: reduction {op} is not supported (SUM, AVG, PRODUCT, MIN, MAX are)") from None
+        raise ValueError(f"pycomm: reduction {op} is not supported "
+                         "(SUM, AVG, PRODUCT, MIN, MAX, PREMUL_SUM are)") from None
+
+
+_PREMUL_SUM = int(_R.PREMUL_SUM)
+
+
+def _factor(opts):
+    """PREMUL_SUM's factor (a number or a one-element tensor), else None:
+    each rank's input is multiplied by it before the sum, as NCCL does."""
+    op = getattr(opts, "reduceOp", opts)
+    if int(getattr(op, "op", op)) != _PREMUL_SUM:
+        return None
+    factor = getattr(op, "factor", None)
+    if factor is None:
+        raise ValueError("pycomm: PREMUL_SUM needs a factor (dist._make_nccl_premul_sum(factor))")
+    return factor
+
+
+def _scaled(t, factor):
+    """t, or a new tensor t * factor (PREMUL_SUM), in t's dtype."""
+    if factor is None:
+        return t
+    return (t.detach() * factor).to(t.dtype)
 
 
 # bool reductions as uint8 (0/1): SUM is logical or, PRODUCT logical and, as with gloo.
@@ -89,6 +116,11 @@ def _movable(t):
     return c.reshape(-1).view(torch.uint8)
 
 
+def _per_element(stand_in, t):
+    """How many of stand_in's elements hold one of t's (a byte or real-pair view)."""
+    return t.element_size() // stand_in.element_size()
+
+
 def _write_back(dst, src):
     """Copies src (a contiguous stand-in for dst) into dst unless they share memory."""
     dst = dst.detach()
@@ -96,6 +128,30 @@ def _write_back(dst, src):
         if src.dtype != dst.dtype:  # a byte, real-pair or uint8 stand-in
             src = src.contiguous().reshape(-1).view(dst.dtype)
         dst.copy_(src.reshape(dst.shape))
+
+
+def _split_into(outs, flat, counts):
+    """Copies consecutive pieces of flat, counts[i] elements each, into outs[i]."""
+    at = 0
+    for o, k in zip(outs, counts):
+        _write_back(o, flat[at:at + k])
+        at += k
+
+
+def _split_counts(t, splits, n, what):
+    """Elements per peer of t cut by `splits` rows of its first dimension
+    (empty: an even split)."""
+    rows = t.shape[0] if t.dim() else 1
+    row = t.numel() // rows if rows else 0
+    if not splits:
+        if rows % n:
+            raise ValueError(f"all_to_all_single: the {what}'s first dimension {rows} is not divisible by {n}")
+        splits = [rows // n] * n
+    if len(splits) != n:
+        raise ValueError(f"all_to_all_single: {what} split sizes need {n} entries, got {len(splits)}")
+    if sum(splits) != rows or any(k < 0 for k in splits):
+        raise ValueError(f"all_to_all_single: {what} split sizes {list(splits)} do not add up to {rows} rows")
+    return [int(k) * row for k in splits]
 
 
 def _native_op(t, op):
@@ -125,7 +181,8 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         self._c10d_store = store
         self.comm = pycomm.Communicator(rank, size, TorchStore(store), timeout=self._timeout,
                                         name=f"torch/{group_name}")
-        self._p2p = StoreP2P(store, rank, size, self._timeout)
+        self._batch = None  # the open comm.group() between _start_coalescing and _end_coalescing ...
+        self._batch_works = []  # ... and the Works of its ops
         self._monitored_barrier = MonitoredBarrier(store, rank, size)
         self._overlap = overlap_bytes(self.comm.hosts, rank)  # None: every op inline
         self._completer = Completer(f"torch/{group_name}")
@@ -209,6 +266,9 @@ class ProcessGroupPycomm(dist.ProcessGroup):
             try:  # the common case, kept short: a few us of Python in all
                 code = _CODES[opts.reduceOp.op.value]
             except (AttributeError, KeyError):
+                factor = _factor(opts)
+                if factor is not None:
+                    return self._run(tensors, self._allreduce_list, tensors, "sum", factor)
                 code = op_code(_op(opts))
         if len(tensors) == 1:
             t = tensors[0]
@@ -224,11 +284,13 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                 return Work(tensors, pending=self._completer.add(native), native=native)
         return self._run(tensors, self._allreduce_list, tensors, _NAMES[code])
 
-    def _allreduce_list(self, tensors, op):
+    def _allreduce_list(self, tensors, op, factor=None):
         for t in tensors:
             if t.layout == torch.sparse_coo:
                 t.copy_(self._sparse_sum(t, op))
                 continue
+            if factor is not None:
+                t.detach().mul_(factor)  # all_reduce overwrites t: scaled in place
             c = _reducible(t, op)
             self.comm.allreduce(c, _native_op(t, op))
             _write_back(t, c)
@@ -260,14 +322,16 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def allreduce_coalesced(self, tensors, opts=None):
         op = "sum" if opts is None else _op(opts)
-        return self._run(tensors, self._allreduce_coalesced, tensors, op)
+        return self._run(tensors, self._allreduce_coalesced, tensors, op, _factor(opts))
 
-    def _allreduce_coalesced(self, tensors, op):
+    def _allreduce_coalesced(self, tensors, op, factor):
         if not tensors:
             return
         _check_same(tensors, "allreduce_coalesced")
         flats = [_reducible(t, op).reshape(-1) for t in tensors]
         buf = torch.cat(flats)
+        if factor is not None:
+            buf.mul_(factor)
         self.comm.allreduce(buf, _native_op(tensors[0], op))
         offset = 0
         for t, f in zip(tensors, flats):
@@ -276,58 +340,61 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def reduce(self, tensors, opts):
         op, root = _op(opts), opts.rootRank
-        return self._run(tensors, self._reduce, tensors, op, root)
+        return self._run(tensors, self._reduce, tensors, op, _factor(opts), root)
 
-    def _reduce(self, tensors, op, root):
-        # Composed: an allreduce whose result only the root keeps.
+    def _reduce(self, tensors, op, factor, root):
         for t in tensors:
-            c = _reducible(t, op)
-            o = _native_op(t, op)
+            c = _reducible(_scaled(t, factor), op)
+            self.comm.reduce(c, root, _native_op(t, op))  # into c at the root; c is only read elsewhere
             if self._rank == root:
-                self.comm.allreduce(c, o)
                 _write_back(t, c)
-            else:
-                self.comm.allreduce(c, o, out=torch.empty_like(c))
 
     def reduce_scatter(self, outputs, inputs, opts=None):
         op = "sum" if opts is None else _op(opts)
-        return self._run(outputs, self._reduce_scatter_lists, outputs, inputs, op)
+        return self._run(outputs, self._reduce_scatter_lists, outputs, inputs, op, _factor(opts))
 
-    def _reduce_scatter_lists(self, outputs, inputs, op):
+    def _reduce_scatter_lists(self, outputs, inputs, op, factor):
+        # inputs[i][r] goes to rank r; unequal sizes (the same on every rank)
+        # take the uneven form.
         for out, ins in zip(outputs, inputs):
             if len(ins) != self._size:
                 raise ValueError(f"reduce_scatter: need {self._size} input tensors, got {len(ins)}")
             _check_same([out, *ins], "reduce_scatter")
-            n = out.numel()
-            if any(i.numel() != n for i in ins):
-                raise ValueError("reduce_scatter: every input must have as many elements as the output")
-            buf = _reducible(torch.cat([i.reshape(-1) for i in ins]), op)
+            if ins[self._rank].numel() != out.numel():
+                raise ValueError(f"reduce_scatter: input {self._rank} has {ins[self._rank].numel()} elements, "
+                                 f"the output {out.numel()}")
+            buf = _reducible(_scaled(torch.cat([i.reshape(-1) for i in ins]), factor), op)
             c = _reducible(out, op)
-            self.comm.reduce_scatter(buf.reshape(-1), _native_op(out, op), out=c.reshape(-1))
+            counts = None
+            if any(i.numel() != out.numel() for i in ins):
+                counts = [i.numel() * _per_element(buf, out) for i in ins]
+            self.comm.reduce_scatter(buf.reshape(-1), _native_op(out, op), out=c.reshape(-1), counts=counts)
             _write_back(out, c)
 
     def _reduce_scatter_base(self, output, input, opts=None):
         op = "sum" if opts is None else _op(opts)
-        return self._run([output], self._reduce_scatter_tensor, output, input, op)
+        return self._run([output], self._reduce_scatter_tensor, output, input, op, _factor(opts))
 
     reduce_scatter_single = _reduce_scatter_base
 
-    def _reduce_scatter_tensor(self, output, input, op):
+    def _reduce_scatter_tensor(self, output, input, op, factor=None):
         if output.dtype != input.dtype:
             raise TypeError(f"reduce_scatter_tensor: output is {output.dtype}, input {input.dtype}")
         if input.numel() != output.numel() * self._size:
             raise ValueError(f"reduce_scatter_tensor: input has {input.numel()} elements, "
                              f"need {self._size} x {output.numel()}")
         c = _reducible(output, op)
-        self.comm.reduce_scatter(_reducible(input, op).reshape(-1), _native_op(output, op), out=c.reshape(-1))
+        x = _reducible(_scaled(input, factor), op)
+        self.comm.reduce_scatter(x.reshape(-1), _native_op(output, op), out=c.reshape(-1))
         _write_back(output, c)
 
     def reduce_scatter_tensor_coalesced(self, outputs, inputs, opts=None):
         op = "sum" if opts is None else _op(opts)
+        factor = _factor(opts)
 
         def run():
             for o, i in zip(outputs, inputs):
-                self._reduce_scatter_tensor(o, i, op)
+                self._reduce_scatter_tensor(o, i, op, factor)
         return self._run(outputs, run)
 
     # -- data movement -----------------------------------------------------------
@@ -377,19 +444,24 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         return self._run(output_lists, self._allgather_lists, output_lists, inputs)
 
     def _allgather_lists(self, output_lists, inputs):
+        # outs[r] receives rank r's input; unequal sizes take the uneven form.
         for outs, x in zip(output_lists, inputs):
             if len(outs) != self._size:
                 raise ValueError(f"all_gather: need {self._size} output tensors, got {len(outs)}")
             _check_same([x, *outs], "all_gather")
-            if any(o.numel() != x.numel() for o in outs):
-                raise ValueError("all_gather: every output must have as many elements as the input")
-            whole = self.comm.allgather(_movable(x).reshape(-1))
-            n = whole.numel() // self._size
-            for r, o in enumerate(outs):
-                _write_back(o, whole[r * n:(r + 1) * n])
+            if outs[self._rank].numel() != x.numel():
+                raise ValueError(f"all_gather: output {self._rank} has {outs[self._rank].numel()} elements, "
+                                 f"the input {x.numel()}")
+            c = _movable(x).reshape(-1)
+            per = _per_element(c, x)
+            counts = [o.numel() * per for o in outs]
+            whole = c.new_empty(sum(counts))
+            even = all(k == counts[0] for k in counts)
+            self.comm.allgather(c, out=whole, counts=None if even else counts)
+            _split_into(outs, whole, counts)
 
     def allgather_coalesced(self, output_lists, inputs, opts=None):
-        # output_lists[r][i] receives rank r's inputs[i]. Composed: one list all_gather per input.
+        # output_lists[r][i] receives rank r's inputs[i]. One list all_gather per input.
         def run():
             if len(output_lists) != self._size:
                 raise ValueError(f"all_gather_coalesced: need {self._size} output lists, got {len(output_lists)}")
@@ -402,94 +474,72 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         return self._run(output_lists, self._gather, output_lists, inputs, root)
 
     def _gather(self, output_lists, inputs, root):
-        # Composed: an allgather that only the root keeps.
         for i, x in enumerate(inputs):
-            whole = self.comm.allgather(_movable(x).reshape(-1))
-            if self._rank == root:
-                outs = output_lists[i]
-                if len(outs) != self._size:
-                    raise ValueError(f"gather: need {self._size} output tensors at the root, got {len(outs)}")
-                n = whole.numel() // self._size
-                for r, o in enumerate(outs):
-                    _write_back(o, whole[r * n:(r + 1) * n])
+            c = _movable(x).reshape(-1)
+            if self._rank != root:
+                self.comm.gather(c, root)
+                continue
+            outs = output_lists[i]
+            if len(outs) != self._size:
+                raise ValueError(f"gather: need {self._size} output tensors at the root, got {len(outs)}")
+            if any(o.numel() != x.numel() for o in outs):
+                raise ValueError("gather: every output must have as many elements as the input")
+            whole = self.comm.gather(c, root, out=c.new_empty(c.numel() * self._size))
+            _split_into(outs, whole, [c.numel()] * self._size)
 
     def scatter(self, outputs, input_lists, opts):
         root = opts.rootRank
         return self._run(outputs, self._scatter, outputs, input_lists, root)
 
     def _scatter(self, outputs, input_lists, root):
-        # Composed: the root's inputs concatenated and broadcast; each rank keeps its part.
         for i, out in enumerate(outputs):
             c = _movable(out).reshape(-1)
-            n = c.numel()
+            buf = None
             if self._rank == root:
                 ins = input_lists[i]
                 if len(ins) != self._size:
                     raise ValueError(f"scatter: need {self._size} input tensors at the root, got {len(ins)}")
-                buf = torch.cat([_movable(t).reshape(-1) for t in ins])
-                if buf.numel() != n * self._size:
+                if any(t.numel() != out.numel() for t in ins):
                     raise ValueError("scatter: every input must have as many elements as the output")
-            else:
-                buf = c.new_empty(n * self._size)
-            self.comm.broadcast(buf, root)
-            _write_back(out, buf[self._rank * n:(self._rank + 1) * n])
+                _check_same([out, *ins], "scatter")
+                buf = torch.cat([_movable(t).reshape(-1) for t in ins])
+            self.comm.scatter(buf, root, out=c)
+            _write_back(out, c)
 
     def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
         return self._run([output], self._alltoall_single, output, input,
                          list(output_split_sizes), list(input_split_sizes))
 
     def _alltoall_single(self, output, input, out_splits, in_splits):
-        # Composed: every rank's input is allgathered (padded to the largest),
-        # each rank copies out the pieces addressed to it. size x the bytes of
-        # a real all-to-all; correct for even and uneven splits.
+        # Splits count rows (the first dimension); none: an even split.
         n = self._size
         if output.dtype != input.dtype:
             raise TypeError(f"all_to_all_single: output is {output.dtype}, input {input.dtype}")
-        rows_in = input.shape[0] if input.dim() else 1
-        row = input.numel() // rows_in if rows_in else 0
-        if not in_splits:
-            if rows_in % n:
-                raise ValueError(f"all_to_all_single: input's first dimension {rows_in} is not divisible by {n}")
-            in_splits = [rows_in // n] * n
-        if not out_splits:
-            rows_out = output.shape[0] if output.dim() else 1
-            if rows_out % n:
-                raise ValueError(f"all_to_all_single: output's first dimension {rows_out} is not divisible by {n}")
-            out_splits = [rows_out // n] * n
-        if len(in_splits) != n or len(out_splits) != n:
-            raise ValueError(f"all_to_all_single: split sizes need {n} entries")
         x = _movable(input).reshape(-1)
-        scale = x.numel() // max(input.numel(), 1) if input.numel() else 1  # bytes per element, for byte views
-        unit = row * scale
-        # Every rank's split sizes, then every rank's input padded to the longest.
-        meta = self.comm.allgather(torch.tensor(in_splits, dtype=torch.int64))
-        meta = meta.reshape(n, n).tolist()
-        longest = max(sum(s) for s in meta) * unit
-        padded = x.new_zeros(longest)
-        padded[:x.numel()] = x
-        whole = self.comm.allgather(padded).reshape(n, longest)
-        pieces = []
-        for src in range(n):
-            start = sum(meta[src][:self._rank]) * unit
-            count = meta[src][self._rank] * unit
-            if count != out_splits[src] * unit:
-                raise ValueError(f"all_to_all_single: rank {src} sends {meta[src][self._rank]} rows, "
-                                 f"this rank expects {out_splits[src]}")
-            pieces.append(whole[src, start:start + count])
-        res = torch.cat(pieces) if pieces else whole.new_empty(0)
-        _write_back(output, res)
+        y = _movable(output)
+        if not in_splits and not out_splits:
+            self.comm.alltoall(x, out=y.reshape(-1))
+        else:
+            per = _per_element(x, input)
+            send = _split_counts(input, in_splits, n, "input")
+            recv = _split_counts(output, out_splits, n, "output")
+            self.comm.alltoall(x, out=y.reshape(-1), send_counts=[k * per for k in send],
+                               recv_counts=[k * per for k in recv])
+        _write_back(output, y)
 
     def alltoall(self, outputs, inputs, opts=None):
         def run():
-            sizes = [t.numel() for t in inputs]
-            out_sizes = [t.numel() for t in outputs]
-            flat_in = torch.cat([t.reshape(-1) for t in inputs])
-            flat_out = flat_in.new_empty(sum(out_sizes))
-            self._alltoall_single(flat_out, flat_in, out_sizes, sizes)
-            offset = 0
-            for o, k in zip(outputs, out_sizes):
-                _write_back(o, flat_out[offset:offset + k])
-                offset += k
+            n = self._size
+            if len(inputs) != n or len(outputs) != n:
+                raise ValueError(f"all_to_all: need {n} input and {n} output tensors")
+            _check_same([*inputs, *outputs], "all_to_all")
+            flat_in = torch.cat([_movable(t).reshape(-1) for t in inputs])
+            per = _per_element(flat_in, inputs[0])
+            recv = [t.numel() * per for t in outputs]
+            flat_out = flat_in.new_empty(sum(recv))
+            self.comm.alltoall(flat_in, out=flat_out, send_counts=[t.numel() * per for t in inputs],
+                               recv_counts=recv)
+            _split_into(outputs, flat_out, recv)
         return self._run(outputs, run)
 
     def barrier(self, opts=None):
@@ -502,34 +552,60 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         timeout: a timedelta or seconds; None = the group's."""
         self._monitored_barrier(self._timeout if timeout is None else timeout, wait_all_ranks)
 
-    # -- point to point (composed over the store) ----------------------------------
+    # -- point to point (the communicator's point-to-point engine) -------------------
 
     def send(self, tensors, dst, tag=0):
-        for t in tensors:
-            self._p2p.send(t, dst, tag)
-        return Work(tensors)
+        if len(tensors) != 1:
+            raise ValueError("pycomm send takes one tensor")
+        t = tensors[0]
+        c = _movable(t) if t.device.type == "cpu" else _movable(t.detach().cpu())
+        return self._p2p_work(P2PWork(tensors, self.comm.isend(c.reshape(-1), dst, tag, timeout=self._timeout),
+                                      keep=c))
 
     def recv(self, tensors, src, tag=0):
-        if len(tensors) != 1:
-            raise ValueError("pycomm recv takes one tensor")
-        pending = self._p2p.recv(tensors[0], src, tag)
-        w = Work(tensors, pending=pending)
-        w._src = src
-        return w
+        return self._recv(tensors, src, tag)
 
     def recv_anysource(self, tensors, tag=0):
+        return self._recv(tensors, None, tag)
+
+    def _recv(self, tensors, src, tag):
         if len(tensors) != 1:
             raise ValueError("pycomm recv takes one tensor")
-        pending = self._p2p.recv(tensors[0], None, tag)
-        return _AnySourceWork(tensors, pending=pending)
+        t = tensors[0]
+        if t.device.type == "cpu":
+            c = _movable(t)
+        else:  # through host memory
+            c = _movable(torch.empty(t.shape, dtype=t.dtype))
+        native = self.comm.irecv(c.reshape(-1), src, tag, timeout=self._timeout)
+        same = t.device.type == "cpu" and c.data_ptr() == t.data_ptr() and t.is_contiguous()
+        return self._p2p_work(P2PWork(tensors, native, keep=c, then=None if same else (lambda: _write_back(t, c))))
+
+    def _p2p_work(self, work):
+        if self._batch is not None:  # coalescing: the batch's Work waits on it
+            self._batch_works.append(work)
+        return work
 
     # -- coalescing and lifetime ---------------------------------------------------
 
+    @property
+    def supports_coalescing(self):
+        return True
+
     def _start_coalescing(self, device=None):
-        pass  # every op runs when called; nothing to batch
+        """Point-to-point calls from here to _end_coalescing are posted
+        together then (batch_isend_irecv, pipeline schedules); collectives
+        run as they are called."""
+        if self._batch is not None:
+            raise ValueError("pycomm: coalescing blocks do not nest")
+        self._batch, self._batch_works = self.comm.group(), []
+        self._batch.__enter__()
 
     def _end_coalescing(self, device=None):
-        return Work([])
+        batch, self._batch = self._batch, None
+        if batch is None:
+            raise ValueError("pycomm: _end_coalescing without _start_coalescing")
+        batch.__exit__(None, None, None)
+        return P2PWork([], self._batch_works)
 
     def _get_backend(self, device):
         """This group is its own backend for the devices pycomm serves.
@@ -556,22 +632,10 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def abort(self):
         self.comm.abort("process group aborted")
-        self._p2p.close()
 
     def shutdown(self):
         self.comm.close()  # finishes the queued ops, so the completer can stop
         self._completer.close()
-        self._p2p.close()
-
-
-class _AnySourceWork(Work):
-    """A receive from any rank: the source is known once it completed."""
-
-    def _settle(self, timeout=None):
-        pending = self._pending
-        super()._settle(timeout)
-        if pending is not None and self._error is None:
-            self._src = pending.result()
 
 
 def create(dist_options, backend_options=None):

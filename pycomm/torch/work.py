@@ -24,6 +24,7 @@ get_future(), the calls torch's C++ code makes, or until _HELD_MAX newer
 Works are held (a Python caller that never waits).
 """
 import collections
+import threading
 import weakref
 
 import torch
@@ -31,7 +32,7 @@ import torch.distributed as dist
 
 import pycomm
 
-__all__ = ["Work"]
+__all__ = ["P2PWork", "Work"]
 
 
 def _torch_keeps_python_works():
@@ -172,3 +173,72 @@ class Work(dist.Work):
             fut.set_exception(self._error)
         else:
             fut.set_result(self._result)
+
+
+class P2PWork(Work):
+    """Sends and receives on the communicator's point-to-point engine.
+    `wait()` waits on the native ops themselves (the waiting thread moves
+    every outstanding op of the communicator), then runs `then` (a receive's
+    copy into a non-contiguous or CUDA tensor). `ops`: one native Work, or
+    the P2PWorks of a coalesced batch. `keep`: what must outlive the op (a
+    contiguous stand-in for the caller's tensor)."""
+
+    def __init__(self, result, ops, keep=None, then=None):
+        super().__init__(result)
+        self._ops = ops if isinstance(ops, list) else [ops]
+        self._keep, self._then = keep, then
+        self._lock = threading.Lock()
+
+    def _settle(self, timeout=None):
+        with self._lock:
+            if self._ops is None:
+                return
+            for op in self._ops:
+                if isinstance(op, P2PWork):
+                    op._settle(timeout)
+                    error = op._error
+                else:
+                    error = None
+                    try:
+                        op.wait(timeout)
+                    except pycomm.CommError as e:
+                        if not op.is_completed():  # the wait timed out, not the op: it goes on
+                            raise
+                        error = e
+                    if error is None and len(self._ops) == 1:
+                        self._src = getattr(op, "source", -1)
+                if error is not None and self._error is None:
+                    self._error = error
+            if self._error is None and self._then is not None:
+                self._then()
+            self._ops = self._keep = self._then = None
+
+    def is_completed(self):
+        ops = self._ops
+        return ops is None or all(op.is_completed() for op in ops)
+
+    def exception(self):
+        if self.is_completed():
+            self._settle()
+        return self._error
+
+    def get_future(self):
+        if _HOLD:
+            _held.pop(id(self), None)
+        if self._future is None:
+            fut = torch.futures.Future()
+            self._future = fut
+            if self.is_completed():
+                self._settle()
+                self._complete(fut)
+            else:  # settled by a thread of its own: a receive may complete long after later ops
+                threading.Thread(target=self._settle_future, args=(fut,), daemon=True,
+                                 name="pycomm-p2p-future").start()
+        return self._future
+
+    def _settle_future(self, fut):
+        try:
+            self._settle()
+        except BaseException as e:  # noqa: B902  handed to whoever waits on the future
+            self._error = self._error or e
+        self._complete(fut)
