@@ -153,7 +153,7 @@ class PyComm {
       throw py::value_error(strprintf("unknown operation code %d", coll));
     const OpInfo* info = &op_info(static_cast<Coll>(coll));
     const std::string name = info->name;
-    const int n = size(), r = rank();
+    const int r = rank();
     CollArgs a;
     a.coll = info->coll;
     a.timeout_s = check_timeout(timeout);

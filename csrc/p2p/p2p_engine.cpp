@@ -1,17 +1,15 @@
 #include "p2p_engine.h"
 
-#include <sys/prctl.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <thread>
 
 #include "../common/error.h"
 #include "../kernels/reduce.h"
+#include "../transport/cma.h"
 
 namespace pycomm {
 namespace {
@@ -98,27 +96,15 @@ P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, b
   for (int p = 0; p < size_; ++p) in_.push_back(std::make_unique<Incoming>());
   // Where Yama restricts ptrace to ancestors, let the peers read us (a
   // no-op elsewhere; they are our job's own processes either way).
-  if (same_host) prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+  if (same_host) cma::allow_readers();
 }
 
 // The single copy: the payload read straight out of the sender's memory.
 // False (and no more tries with this peer) where the kernel refuses.
 bool P2PEngine::read_from(int peer, const Offer& m, uint8_t* dst) {
-  size_t done = 0;
-  while (done < m.bytes) {
-    iovec local{dst + done, m.bytes - done};
-    iovec remote{reinterpret_cast<void*>(m.addr + done), m.bytes - done};
-    const ssize_t n = process_vm_readv(m.pid, &local, 1, &remote, 1, 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      if (done) throw_error(ErrorKind::kComm, strprintf("rank %d: reading rank %d's message failed midway: %s",
-                                                        rank_, peer, std::strerror(errno)));
-      single_copy_[peer] = false;
-      return false;
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
+  if (cma::read(m.pid, m.addr, dst, m.bytes, peer)) return true;
+  single_copy_[peer] = false;
+  return false;
 }
 
 std::unique_lock<std::mutex> P2PEngine::enter() {
