@@ -130,6 +130,19 @@ def _write_back(dst, src):
         dst.copy_(src.reshape(dst.shape))
 
 
+def _one(tensors, what):
+    """The one tensor of a point-to-point call, detached (same memory)."""
+    if len(tensors) != 1:
+        raise ValueError(f"pycomm {what} takes one tensor, got {len(tensors)}")
+    return tensors[0].detach()
+
+
+def _bytes(t):
+    """A flat uint8 numpy view of contiguous CPU tensor t, any dtype: point-to-point
+    moves bytes, and numpy's buffer costs less to hand over than DLPack."""
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
 def _split_into(outs, flat, counts):
     """Copies consecutive pieces of flat, counts[i] elements each, into outs[i]."""
     at = 0
@@ -555,11 +568,9 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     # -- point to point (the communicator's point-to-point engine) -------------------
 
     def send(self, tensors, dst, tag=0):
-        if len(tensors) != 1:
-            raise ValueError("pycomm send takes one tensor")
-        t = tensors[0]
-        c = _movable(t) if t.device.type == "cpu" else _movable(t.detach().cpu())
-        return self._p2p_work(P2PWork(tensors, self.comm.isend(c.reshape(-1), dst, tag, timeout=self._timeout),
+        t = _one(tensors, "send")
+        c = t if t.device.type == "cpu" and t.is_contiguous() else t.cpu().contiguous()
+        return self._p2p_work(P2PWork(tensors, self.comm.isend(_bytes(c), dst, tag, timeout=self._timeout),
                                       keep=c))
 
     def recv(self, tensors, src, tag=0):
@@ -569,16 +580,11 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         return self._recv(tensors, None, tag)
 
     def _recv(self, tensors, src, tag):
-        if len(tensors) != 1:
-            raise ValueError("pycomm recv takes one tensor")
-        t = tensors[0]
-        if t.device.type == "cpu":
-            c = _movable(t)
-        else:  # through host memory
-            c = _movable(torch.empty(t.shape, dtype=t.dtype))
-        native = self.comm.irecv(c.reshape(-1), src, tag, timeout=self._timeout)
-        same = t.device.type == "cpu" and c.data_ptr() == t.data_ptr() and t.is_contiguous()
-        return self._p2p_work(P2PWork(tensors, native, keep=c, then=None if same else (lambda: _write_back(t, c))))
+        t = _one(tensors, "recv")
+        direct = t.device.type == "cpu" and t.is_contiguous()
+        c = t if direct else torch.empty(t.shape, dtype=t.dtype)  # copied into t once it came
+        native = self.comm.irecv(_bytes(c), src, tag, timeout=self._timeout)
+        return self._p2p_work(P2PWork(tensors, native, keep=c, then=None if direct else (lambda: t.copy_(c))))
 
     def _p2p_work(self, work):
         if self._batch is not None:  # coalescing: the batch's Work waits on it

@@ -82,14 +82,14 @@ def point_to_point(r, n):
         seen = set()
         for _ in range(n - 1):
             buf = torch.empty(4, dtype=torch.int64)
-            w = dist.irecv(buf)  # src None: any source
+            w = dist.irecv(buf, tag=3)  # src None: any source (its own tag: later sends are on their way)
             w.wait()
             src = w._source_rank()
             check(buf, torch.arange(4) * src, "recv any source")
             seen.add(src)
         assert seen == set(range(1, n)), seen
     else:
-        dist.send(torch.arange(4) * r, 0)
+        dist.send(torch.arange(4) * r, 0, tag=3)
     # batch_isend_irecv, 32 MiB per message, both directions of the ring.
     count = 8 << 20
     mine = torch.full((count,), float(r))
