@@ -50,6 +50,23 @@ def test_native_ops(n):
     assert f"torch native ops ok on {n} ranks" in out
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_pipeline_schedules(n):
+    # GPipe, 1F1B, interleaved 1F1B; 32 MiB activations; losses and gradients against one process.
+    out = run_ranks(n, "torch_pipeline.py", timeout=300).stdout
+    for schedule in ("gpipe", "1f1b", "interleaved1f1b"):
+        assert f"pipeline {schedule} ok on {n} ranks" in out, out
+
+
+def test_bench_pipeline_step():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "pycomm.launch", "-n", "2", os.path.join(here, "bench", "pipeline_step.py"),
+           "--steps", "1", "--rounds", "1", "--activation-mib", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "x gloo" in proc.stdout and "compute" in proc.stdout, proc.stdout[-3000:]
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
