@@ -58,6 +58,19 @@ def test_pipeline_schedules(n):
         assert f"pipeline {schedule} ok on {n} ranks" in out, out
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_fsdp2_matches_gloo(n):
+    # fully_shard, 20 steps, fp32 and bf16 params / fp32 reduce, state_dict round trip; HSDP on 4 ranks.
+    out = run_ranks(n, "torch_fsdp.py", timeout=200).stdout
+    assert f"torch fsdp ok on {n} ranks" in out, out
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_dtensor_and_tensor_parallel(n):
+    out = run_ranks(n, "torch_dtensor.py", timeout=200).stdout
+    assert f"torch dtensor ok on {n} ranks" in out, out
+
+
 def test_bench_pipeline_step():
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = [sys.executable, "-m", "pycomm.launch", "-n", "2", os.path.join(here, "bench", "pipeline_step.py"),
