@@ -71,10 +71,13 @@ def test_dtensor_and_tensor_parallel(n):
     assert f"torch dtensor ok on {n} ranks" in out, out
 
 
-def test_bench_pipeline_step():
+@pytest.mark.parametrize("script,args", [("pipeline_step.py", ["--activation-mib", "1"]),
+                                         ("fsdp_step.py", ["--width", "64", "--mp"])])
+def test_bench_step_scripts(script, args):
+    # bench/pipeline_step.py and bench/fsdp_step.py end to end, small: both backends and the compute row print.
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, "-m", "pycomm.launch", "-n", "2", os.path.join(here, "bench", "pipeline_step.py"),
-           "--steps", "1", "--rounds", "1", "--activation-mib", "1"]
+    cmd = [sys.executable, "-m", "pycomm.launch", "-n", "2", os.path.join(here, "bench", script),
+           "--steps", "1", "--rounds", "1", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "x gloo" in proc.stdout and "compute" in proc.stdout, proc.stdout[-3000:]
