@@ -8,6 +8,7 @@ import atexit
 import itertools
 import os
 import secrets
+import sys
 from collections import deque
 
 import numpy as np
@@ -70,8 +71,10 @@ def _env_store(rank, size, timeout):
     # One store per process and environment: rank 0 serves it on MASTER_PORT,
     # which a second server could not bind. Closed at exit, after which the
     # server lingers until the other ranks hang up.
+    dist = sys.modules.get("torch.distributed")
+    torch_store = dist is not None and dist.is_available() and dist.is_initialized()
     key = (rank, size, os.environ.get("PYCOMM_STORE"), os.environ.get("MASTER_ADDR"),
-           os.environ.get("MASTER_PORT"))
+           os.environ.get("MASTER_PORT"), torch_store)
     if key not in _env_stores:
         _env_stores[key] = store = store_from_env(rank, size, timeout)
         atexit.register(store.close)

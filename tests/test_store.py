@@ -152,6 +152,38 @@ def test_connect_timeout_names_address():
         TCPStore("127.0.0.1", port, is_server=False, timeout=0.3)
 
 
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\n"])
+def test_not_a_pycomm_store_fails_fast(monkeypatch, answer):
+    # What listens on the port is some other program (torch's TCPStore, say): the
+    # client says so once the greeting does not come, not after its whole timeout.
+    import pycomm.store.tcp as tcp
+
+    monkeypatch.setattr(tcp, "_GREETING_WAIT", 0.5)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted = []
+
+    def serve():
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        if answer:
+            conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(CommError, match=f"127.0.0.1:{port} is not a pycomm store"):
+        TCPStore("127.0.0.1", port, is_server=False, timeout=60, world_size=2)
+    assert time.monotonic() - t0 < 10
+    listener.close()
+
+
+def test_port_in_use_is_named():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(CommError, match=f"127.0.0.1:{port}: the port is in use"):
+            TCPStore("127.0.0.1", port, is_server=True, timeout=1)
+
+
 def _raw(port, data):
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(data)

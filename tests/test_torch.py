@@ -83,6 +83,20 @@ def test_bench_step_scripts(script, args):
     assert "x gloo" in proc.stdout and "compute" in proc.stdout, proc.stdout[-3000:]
 
 
+@pytest.mark.parametrize("launcher", ["pycomm.launch", "torchrun"])
+def test_pycomm_api_inside_a_torch_job(launcher):
+    # Communicator.from_env() after init_process_group shares torch's store; pycomm.torch.communicator().
+    if launcher == "pycomm.launch":
+        out = run_ranks(3, "torch_and_pycomm.py", timeout=120).stdout
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               os.path.join(RANKS, "torch_and_pycomm.py")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+        assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        out = proc.stdout
+    assert "torch and pycomm ok" in out, out
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,5 +1,6 @@
 """The store a launcher set up, found from environment variables."""
 import os
+import sys
 
 from .base import Store
 from .c10d import TorchStore
@@ -13,6 +14,8 @@ def store_from_env(rank: int, world_size: int, timeout: float) -> Store:
     """The store a launcher set up for this process, found from environment variables.
 
     - PYCOMM_STORE=file:///path -> FileStore; PYCOMM_STORE=tcp://host:port -> TCPStore (rank 0 serves)
+    - where this process has initialized torch.distributed: torch's default store (its TCPStore holds
+      MASTER_PORT), under a prefix of pycomm's own
     - under torchrun (TORCHELASTIC_USE_AGENT_STORE=True): the agent's c10d store at MASTER_ADDR:MASTER_PORT
     - otherwise MASTER_ADDR and MASTER_PORT -> TCPStore served by rank 0 (pycomm.launch sets these)
     """
@@ -23,6 +26,9 @@ def store_from_env(rank: int, world_size: int, timeout: float) -> Store:
         if url.startswith("tcp://"):
             return TCPStore.from_url(url, rank == 0, timeout, world_size)
         raise ValueError(f"PYCOMM_STORE={url!r}: expected file:///path or tcp://host:port")
+    torch_store = _torch_default_store()
+    if torch_store is not None:
+        return torch_store
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if missing:
         raise ValueError(f"no rendezvous configured: set PYCOMM_STORE, or {' and '.join(missing)}")
@@ -40,3 +46,14 @@ def store_from_env(rank: int, world_size: int, timeout: float) -> Store:
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         return TorchStore(dist.PrefixStore(f"pycomm/{attempt}", c10d))
     return TCPStore(addr, int(port), rank == 0, timeout, world_size)
+
+
+def _torch_default_store():
+    """torch.distributed's default store under the prefix "pycomm/env", when
+    this process has initialized torch.distributed (never imports torch)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return TorchStore(dist.PrefixStore("pycomm/env", _get_default_store()))

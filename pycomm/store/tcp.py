@@ -8,6 +8,10 @@ Wire protocol, all integers big-endian:
             OK: GET -> data, ADD -> i64 new value;  TIMEOUT: empty;  ERROR: UTF-8 message
 A GET of a missing key is parked on the server until the key is set or its
 timeout passes, so clients never poll. A connection's requests are answered in order.
+On accepting a connection the server first sends GREETING, so a client that
+reached some other program on the port (torch's TCPStore, after
+init_process_group took MASTER_PORT) says so at once instead of waiting out
+its timeout.
 """
 import errno
 import math
@@ -32,6 +36,8 @@ _I64 = struct.Struct("!q")
 # Bounds that make a garbage header fail fast instead of buffering forever.
 _MAX_KEY = 1 << 16
 _MAX_VALUE = 1 << 30
+GREETING = b"PYCOMMS1"
+_GREETING_WAIT = 10.0  # seconds a connected client waits for it
 
 
 class _Conn:
@@ -52,7 +58,14 @@ class _Server:
     def __init__(self, host, port):
         family, _, _, _, addr = socket.getaddrinfo(host or "0.0.0.0", port, type=socket.SOCK_STREAM)[0]
         # create_server sets SO_REUSEADDR, so a restarted job can rebind a port in TIME_WAIT.
-        self._listener = socket.create_server(addr, family=family, backlog=128)
+        try:
+            self._listener = socket.create_server(addr, family=family, backlog=128)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            raise CommError(f"cannot serve the store on {host or '*'}:{port}: the port is in use (by torch's "
+                            "TCPStore after dist.init_process_group? Communicator.from_env then shares torch's "
+                            "store; otherwise set PYCOMM_STORE or another MASTER_PORT)") from None
         self._listener.setblocking(False)
         self.port = self._listener.getsockname()[1]
         # close() closes _wake_w; the loop sees end-of-file on _wake_r.
@@ -120,6 +133,8 @@ class _Server:
         conn = _Conn(sock)
         self._conns.add(conn)
         self._sel.register(sock, selectors.EVENT_READ, conn)
+        conn.outbuf += GREETING
+        self._flush(conn)
 
     def _drop(self, conn):
         if conn.closed:
@@ -257,7 +272,31 @@ def _connect(host, port, timeout):
             delay = min(delay * 2, 0.5)
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _greeted(sock, host, port, min(_GREETING_WAIT, max(remaining(deadline), 1.0)))
         return sock
+
+
+def _greeted(sock, host, port, wait):
+    """Reads the server's greeting; raises CommError at once when what
+    answered on host:port is not a pycomm store."""
+    got = b""
+    sock.settimeout(wait)
+    try:
+        while len(got) < len(GREETING):
+            chunk = sock.recv(len(GREETING) - len(got))
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    finally:
+        sock.settimeout(None)
+    if got != GREETING:
+        sock.close()
+        what = repr(got[:16]) if got else f"nothing within {wait:g}s"
+        raise CommError(f"{host}:{port} is not a pycomm store (it answered {what}); another program serves that "
+                        "port, such as torch's TCPStore after dist.init_process_group: set PYCOMM_STORE or "
+                        "another MASTER_PORT")
 
 
 class TCPStore(Store):
