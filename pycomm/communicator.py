@@ -445,8 +445,8 @@ class Communicator:
             raise TypeError(f"tag must be an int, not {type(tag).__name__}")
         if not -2**31 <= tag < 2**31:
             raise ValueError(f"tag must fit in 32 bits, got {tag}")
-        if type(x) is not np.ndarray and x is not None and device.describe(x) is not None:
-            raise TypeError("point-to-point of GPU buffers is not supported yet (host buffers are)")
+        if type(x) is not np.ndarray and x is not None:
+            x = device.describe(x) or x  # GPU buffers go through pinned host memory (device_staging.h)
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if self._group is not None:
             return self._group.add((bool(send), x, peer, tag, bool(allow_shorter), timeout))

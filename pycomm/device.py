@@ -20,6 +20,7 @@ _TYPESTR = {np.dtype(name).str: code for name, code in _CODES.items() if name !=
 class DeviceBuffer:
     # keep: what must outlive the op besides obj (a DLPack capsule)
     __slots__ = ("obj", "ptr", "count", "dtype", "device", "stream", "keep")
+    __pycomm_device__ = True  # how the native point-to-point entry tells it from a host buffer
 
     def __init__(self, obj, ptr, count, dtype, device, stream, keep=None):
         self.obj, self.ptr, self.count, self.dtype, self.device, self.stream, self.keep = \

@@ -77,6 +77,9 @@ def test_gpu_refusals_without_sending(tmp_path):
         if not _C.cuda.built():
             with pytest.raises(TypeError, match="built with CUDA"):
                 comm.allreduce(FakeCudaArray(4))
+            for p2p in (lambda: comm.send(FakeCudaArray(4), 0), lambda: comm.irecv(FakeCudaArray(4), 0)):
+                with pytest.raises(TypeError, match="built with CUDA"):
+                    p2p()
         elif not HAVE_GPU:  # a pointer CUDA does not know
             with pytest.raises(ValueError, match="not in GPU memory"):
                 comm.allreduce(FakeCudaArray(4))

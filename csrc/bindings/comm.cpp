@@ -14,6 +14,7 @@
 #include "../kernels/quantize_int8.h"
 #include "../transport/factory.h"
 #include "buffer.h"
+#include "device_staging.h"
 #include "errors.h"
 #include "transport_capsule.h"
 
@@ -38,6 +39,16 @@ struct PyWork {
   std::shared_ptr<P2PEngine> engine;
   std::shared_ptr<P2POp> op;
   size_t elem = 1;
+  std::unique_ptr<DeviceStaging> staging;  // a GPU buffer's send or receive ...
+  py::object device_buffer;                // ... and what keeps its memory alive
+
+  // Once its op succeeded: a GPU receive's bytes into the device buffer.
+  void delivered() {
+    if (staging && work->is_completed() && !work->failed()) {
+      py::gil_scoped_release nogil;
+      staging->deliver(op->received);
+    }
+  }
 
   bool wait(py::object timeout) {
     double t = timeout.is_none() ? -1.0 : timeout.cast<double>();
@@ -50,7 +61,10 @@ struct PyWork {
       throw CommError(ErrorKind::kTimeout,
                       strprintf("Work.wait timed out after %.3g s; the op is still running", t));
     if (work->failed()) work->rethrow();
+    delivered();
     buffers.clear();
+    staging.reset();  // delivered: the host copy can go
+    device_buffer = py::object();
     held.reset();
     return true;
   }
@@ -62,6 +76,7 @@ struct PyWork {
     if (op && !work->is_completed()) {  // a test, as MPI_Test: one pass of progress
       py::gil_scoped_release nogil;
       engine->wait(*op, 0);
+      delivered();
     }
     return work->is_completed();
   }
@@ -296,6 +311,7 @@ class PyComm {
     }
     if (async_op) return py::cast(std::move(pw));
     if (op->work->failed()) op->work->rethrow();
+    pw->delivered();
     return send ? py::none() : py::object(py::int_(op->source));
   }
 
@@ -350,21 +366,37 @@ class PyComm {
     if (peer < (send ? 0 : kAnySource) || peer >= size())
       throw py::value_error(strprintf("%s %d is not a rank of this communicator (size %d)", send ? "dst" : "src",
                                       peer, size()));
-    auto buf = std::make_unique<HostBuffer>(x, "x", !send);
     auto op = std::make_shared<P2POp>();
+    auto pw = std::make_unique<PyWork>();
     op->send = send;
     op->peer = peer;
     op->tag = tag;
-    op->buf = static_cast<uint8_t*>(buf->data());
-    op->bytes = buf->nbytes();
     op->allow_shorter = allow_shorter;
-    op->deadline = Deadline::after(timeout);
-    auto pw = std::make_unique<PyWork>();
+    if (py::hasattr(x, "__pycomm_device__")) {  // pycomm/device.py's DeviceBuffer
+      if (!cuda::built()) throw py::type_error("GPU buffers need pycomm built with CUDA (this build has none)");
+      const DType dtype = static_cast<DType>(x.attr("dtype").cast<int>());
+      const size_t bytes = x.attr("count").cast<size_t>() * dtype_size(dtype);
+      void* dev = reinterpret_cast<void*>(x.attr("ptr").cast<uintptr_t>());
+      void* stream = reinterpret_cast<void*>(x.attr("stream").cast<uintptr_t>());
+      {
+        py::gil_scoped_release nogil;
+        pw->staging = std::make_unique<DeviceStaging>(dev, bytes, stream, send);
+      }
+      op->buf = pw->staging->host();
+      op->bytes = bytes;
+      pw->device_buffer = py::reinterpret_borrow<py::object>(x);
+      pw->elem = dtype_size(dtype);
+    } else {
+      auto buf = std::make_unique<HostBuffer>(x, "x", !send);
+      op->buf = static_cast<uint8_t*>(buf->data());
+      op->bytes = buf->nbytes();
+      pw->elem = dtype_size(buf->dtype());
+      pw->buffers.push_back(std::move(buf));
+    }
+    op->deadline = Deadline::after(timeout);  // after a GPU send's copy out
     pw->work = op->work;
     pw->engine = std::move(engine);
     pw->op = std::move(op);
-    pw->elem = dtype_size(buf->dtype());
-    pw->buffers.push_back(std::move(buf));
     return pw;
   }
   static double check_timeout(double t) {

@@ -66,6 +66,43 @@ def check_all(comm, count, dtype):
         assert torch.equal(x, parts[root]), f"cuda broadcast {dtype} count={count} root={root}"
 
 
+def check_rooted_alltoall_p2p(comm, count, dtype):
+    """gather, scatter, reduce, alltoall(v), allgather/reduce_scatter with
+    counts, and point-to-point on CUDA tensors, against the same on the host."""
+    n, r = comm.size, comm.rank
+    parts = [gpu(make_input(SEED + 3, p, count * n, "float32", "sum"), dtype) for p in range(n)]
+    for root in {0, n - 1}:
+        got = comm.gather(parts[r][:count], root=root)
+        if r == root:
+            assert torch.equal(got, torch.cat([p[:count] for p in parts])), f"cuda gather {dtype} {count}"
+        out = torch.empty(count, dtype=parts[0].dtype, device="cuda")
+        comm.scatter(parts[root] if r == root else None, root=root, out=out)
+        assert torch.equal(out, parts[root][r * count:(r + 1) * count]), f"cuda scatter {dtype} {count}"
+        x = parts[r].clone()
+        comm.reduce(x, root=root, op="max")
+        if r == root:
+            assert torch.equal(x, torch.stack(parts).max(0).values), f"cuda reduce max {dtype} {count}"
+    y = torch.empty_like(parts[r])
+    comm.alltoall(parts[r], out=y)
+    assert torch.equal(y, torch.cat([p[r * count:(r + 1) * count] for p in parts])), f"cuda alltoall {dtype}"
+    counts = [(q * 7 + count) % 11 for q in range(n)]
+    mine = parts[r][:counts[r]]
+    got = comm.allgather(mine, counts=counts)
+    assert torch.equal(got, torch.cat([p[:k] for p, k in zip(parts, counts)])), f"cuda allgatherv {dtype}"
+    # Point-to-point: a ring both ways, blocking and not, into a view at an offset.
+    nxt, prv = (r + 1) % n, (r - 1) % n
+    buf = torch.zeros(count * n + 3, dtype=parts[0].dtype, device="cuda")
+    w = comm.irecv(buf[3:], prv, tag=4)
+    comm.send(parts[r], nxt, tag=4)
+    w.wait()
+    assert w.source == prv and torch.equal(buf[3:], parts[prv]) and not buf[:3].any(), f"cuda p2p {dtype} {count}"
+    with comm.group():
+        a = comm.irecv(buf[3:], nxt, tag=5)
+        comm.isend(parts[r], prv, tag=5)
+    a.wait()
+    assert torch.equal(buf[3:], parts[nxt]), f"cuda p2p group {dtype} {count}"
+
+
 def check_int8(comm):
     """The compressed allreduce on GPU buffers: exactly the CPU kernels' result
     (tests/ranks/compressed.py simulates it in one process), on every rank."""
@@ -172,6 +209,7 @@ def main():
     for dtype in DTYPES:
         for count in COUNTS:
             check_all(comm, count, dtype)
+            check_rooted_alltoall_p2p(comm, count, dtype)
     check_streams_and_async(comm)
     check_dlpack(comm)
     check_int8(comm)  # staged: the host's compressed allreduce on pinned copies
