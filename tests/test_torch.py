@@ -50,6 +50,14 @@ def test_native_ops(n):
     assert f"torch native ops ok on {n} ranks" in out
 
 
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_moe_expert_parallel(n):
+    # Top-1 MoE, tokens routed with all_to_all_single and uneven splits (a rank with none),
+    # output and input/gate/expert gradients against the layer in one process.
+    out = run_ranks(n, "torch_moe.py", timeout=120).stdout
+    assert f"torch moe ok on {n} ranks" in out, out
+
+
 @pytest.mark.parametrize("n", [2, 4])
 def test_pipeline_schedules(n):
     # GPipe, 1F1B, interleaved 1F1B; 32 MiB activations; losses and gradients against one process.
