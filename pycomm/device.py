@@ -61,8 +61,9 @@ def describe(x, what="x"):
     """A DeviceBuffer when x lives in GPU memory, else None (host memory)."""
     if type(x) is np.ndarray:  # the common case, and failed getattr()s cost a microsecond
         return None
-    if getattr(x, "is_cuda", False) and hasattr(x, "data_ptr"):
-        return _torch(x, what)
+    is_cuda = getattr(x, "is_cuda", None)
+    if is_cuda is not None and hasattr(x, "data_ptr"):  # torch: asking it for more attributes costs us
+        return _torch(x, what) if is_cuda else None
     cai = getattr(x, "__cuda_array_interface__", None)
     if cai is not None and not hasattr(x, "data_ptr"):
         return _cai(x, cai, what)

@@ -1,5 +1,7 @@
 """A world of one rank needs no launcher; and nothing is left in /dev/shm."""
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +23,31 @@ def test_world_of_one(tmp_path, transport):
         comm.broadcast(x)
         comm.barrier()
         comm.allreduce(x, async_op=True).wait()
+    store.close()
+
+
+class _SwitchesOnRelease(np.ndarray):
+    """An array whose last reference going runs Python code, so the GIL may
+    pass to another thread in the middle of a Work letting its buffers go."""
+
+    def __del__(self):
+        time.sleep(0)
+
+
+def test_two_threads_wait_one_work(tmp_path):
+    # A torch group's caller and its completion thread both wait on one Work;
+    # letting the buffers go twice at once corrupted the heap (PYCOMM_TORCH_OVERLAP=1).
+    store = pycomm.FileStore(str(tmp_path / "store"))
+    with pycomm.Communicator(0, 1, store, timeout=10) as comm:
+        for i in range(3000):
+            x = np.full(4, i, np.float32).view(_SwitchesOnRelease)
+            w = comm.allreduce(x, async_op=True)
+            del x  # the Work's export is the last reference
+            other = threading.Thread(target=w.wait)
+            other.start()
+            assert w.wait()
+            other.join()
+            assert w.is_completed()
     store.close()
 
 

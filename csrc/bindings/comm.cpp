@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "../comm/communicator.h"
@@ -30,7 +32,10 @@ struct Held {
 };
 
 // Keeps the Python buffers of an async op exported until it is done. The
-// Python Communicator holds each PyWork until it completes.
+// Python Communicator holds each PyWork until it completes. Two threads may
+// wait on one Work at once (a caller and the torch group's completion
+// thread): finish() runs its effects once, and what it drops goes with the
+// GIL held, outside any state another thread can see.
 struct PyWork {
   std::shared_ptr<Work> work;
   std::vector<std::unique_ptr<HostBuffer>> buffers;
@@ -41,13 +46,27 @@ struct PyWork {
   size_t elem = 1;
   std::unique_ptr<DeviceStaging> staging;  // a GPU buffer's send or receive ...
   py::object device_buffer;                // ... and what keeps its memory alive
+  std::mutex finish_mu;
+  std::atomic<bool> finished{false};
 
-  // Once its op succeeded: a GPU receive's bytes into the device buffer.
-  void delivered() {
-    if (staging && work->is_completed() && !work->failed()) {
+  // Once the op is done (call with the GIL): a GPU receive's bytes into the
+  // device buffer, then the buffers are let go. A second caller returns
+  // after the first delivered.
+  void finish() {
+    if (finished.load(std::memory_order_acquire)) return;
+    std::vector<std::unique_ptr<HostBuffer>> drop_buffers;
+    std::unique_ptr<DeviceStaging> drop_staging;
+    {
       py::gil_scoped_release nogil;
-      staging->deliver(op->received);
+      std::lock_guard<std::mutex> lk(finish_mu);
+      if (finished.load(std::memory_order_relaxed)) return;
+      if (staging && !work->failed()) staging->deliver(op->received);
+      drop_buffers = std::move(buffers);
+      drop_staging = std::move(staging);
+      held.reset();
+      finished.store(true, std::memory_order_release);
     }
+    py::object drop_device = std::move(device_buffer);
   }
 
   bool wait(py::object timeout) {
@@ -60,12 +79,8 @@ struct PyWork {
     if (!done)
       throw CommError(ErrorKind::kTimeout,
                       strprintf("Work.wait timed out after %.3g s; the op is still running", t));
+    finish();
     if (work->failed()) work->rethrow();
-    delivered();
-    buffers.clear();
-    staging.reset();  // delivered: the host copy can go
-    device_buffer = py::object();
-    held.reset();
     return true;
   }
   py::object exception() {
@@ -76,9 +91,10 @@ struct PyWork {
     if (op && !work->is_completed()) {  // a test, as MPI_Test: one pass of progress
       py::gil_scoped_release nogil;
       engine->wait(*op, 0);
-      delivered();
     }
-    return work->is_completed();
+    if (!work->is_completed()) return false;
+    finish();
+    return true;
   }
   // A receive's source rank and element count (None before it completes,
   // and for other ops).
@@ -310,8 +326,8 @@ class PyComm {
       if (!async_op) pw->engine->wait(*op, -1);  // ends by the op's own deadline
     }
     if (async_op) return py::cast(std::move(pw));
+    pw->finish();
     if (op->work->failed()) op->work->rethrow();
-    pw->delivered();
     return send ? py::none() : py::object(py::int_(op->source));
   }
 
