@@ -4,9 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <atomic>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "../comm/communicator.h"
@@ -18,95 +16,13 @@
 #include "buffer.h"
 #include "device_staging.h"
 #include "errors.h"
+#include "py_work.h"
 #include "transport_capsule.h"
 
 namespace py = pybind11;
 
 namespace pycomm {
 namespace {
-
-// What an op reads besides its buffers (the uneven forms' counts), owned
-// until it is done.
-struct Held {
-  std::vector<uint64_t> counts, recv_counts;
-};
-
-// Keeps the Python buffers of an async op exported until it is done. The
-// Python Communicator holds each PyWork until it completes. Two threads may
-// wait on one Work at once (a caller and the torch group's completion
-// thread): finish() runs its effects once, and what it drops goes with the
-// GIL held, outside any state another thread can see.
-struct PyWork {
-  std::shared_ptr<Work> work;
-  std::vector<std::unique_ptr<HostBuffer>> buffers;
-  std::shared_ptr<Held> held;
-  // A send or receive: waiting drives the engine (nobody else may).
-  std::shared_ptr<P2PEngine> engine;
-  std::shared_ptr<P2POp> op;
-  size_t elem = 1;
-  std::unique_ptr<DeviceStaging> staging;  // a GPU buffer's send or receive ...
-  py::object device_buffer;                // ... and what keeps its memory alive
-  std::mutex finish_mu;
-  std::atomic<bool> finished{false};
-
-  // Once the op is done (call with the GIL): a GPU receive's bytes into the
-  // device buffer, then the buffers are let go. A second caller returns
-  // after the first delivered.
-  void finish() {
-    if (finished.load(std::memory_order_acquire)) return;
-    std::vector<std::unique_ptr<HostBuffer>> drop_buffers;
-    std::unique_ptr<DeviceStaging> drop_staging;
-    {
-      py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> lk(finish_mu);
-      if (finished.load(std::memory_order_relaxed)) return;
-      if (staging && !work->failed()) staging->deliver(op->received);
-      drop_buffers = std::move(buffers);
-      drop_staging = std::move(staging);
-      held.reset();
-      finished.store(true, std::memory_order_release);
-    }
-    py::object drop_device = std::move(device_buffer);
-  }
-
-  bool wait(py::object timeout) {
-    double t = timeout.is_none() ? -1.0 : timeout.cast<double>();
-    bool done;
-    {
-      py::gil_scoped_release nogil;
-      done = op ? engine->wait(*op, t) : work->wait(t);
-    }
-    if (!done)
-      throw CommError(ErrorKind::kTimeout,
-                      strprintf("Work.wait timed out after %.3g s; the op is still running", t));
-    finish();
-    if (work->failed()) work->rethrow();
-    return true;
-  }
-  py::object exception() {
-    if (!is_completed() || !work->failed()) return py::none();
-    return error_class(work->error_kind())(work->error_message());
-  }
-  bool is_completed() {
-    if (op && !work->is_completed()) {  // a test, as MPI_Test: one pass of progress
-      py::gil_scoped_release nogil;
-      engine->wait(*op, 0);
-    }
-    if (!work->is_completed()) return false;
-    finish();
-    return true;
-  }
-  // A receive's source rank and element count (None before it completes,
-  // and for other ops).
-  py::object source() {
-    if (!op || op->send || !work->is_completed() || work->failed()) return py::none();
-    return py::int_(op->source);
-  }
-  py::object count() {
-    if (!op || !work->is_completed() || work->failed()) return py::none();
-    return py::int_((op->send ? op->bytes : op->received) / elem);
-  }
-};
 
 class PyComm {
  public:
@@ -633,13 +549,7 @@ class PyComm {
 }  // namespace
 
 void bind_comm(py::module_& m) {
-  py::class_<PyWork>(m, "Work")
-      .def("wait", &PyWork::wait, py::arg("timeout") = py::none())
-      .def("is_completed", &PyWork::is_completed)
-      .def("exception", &PyWork::exception)
-      .def_property_readonly("source", &PyWork::source)
-      .def_property_readonly("count", &PyWork::count);
-
+  bind_work(m);
   py::class_<PyComm>(m, "Communicator")
       .def(py::init<int, int, const std::string&, py::function, const py::dict&>(), py::arg("rank"),
            py::arg("size"), py::arg("transport"), py::arg("allgather"), py::arg("options"))
