@@ -91,7 +91,7 @@ ShmTransport::ShmTransport(int rank, int size, const BootstrapAllgather& allgath
       send_head_(size, 0), send_pad_(size, 0), recv_tail_(size, 0), recv_pad_(size, 0) {
   if (opts_.ring_bytes < 4096 || opts_.ring_bytes % kAlign)
     throw_error(ErrorKind::kValue, "shm ring size must be a multiple of 64 bytes, >= 4096");
-  spin_us_ = spin_budget_us(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size);
+  wait_ = wait_policy(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size);
 
   // Create ours: exclusive, 0600, locked for as long as we live.
   auto own = std::make_unique<Segment>();
@@ -250,12 +250,12 @@ void ShmTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
     }
     return false;
   };
-  // Spin first (spin_budget_us). Yield now and then, because the peer we wait for may share our CPU (the scheduler
+  // Poll first (wait_policy). Yield now and then, because the peer we wait for may share our CPU (the scheduler
   // does put two ranks on one core at times) and could not run otherwise.
   using Clock = std::chrono::steady_clock;
-  auto until = Clock::now() + std::chrono::microseconds(spin_us_);
+  auto until = Clock::now() + std::chrono::microseconds(wait_.spin_us);
   do {
-    for (int i = 0; i < 256; ++i) {
+    for (int i = 0; i < wait_.polls; ++i) {
       if (ready()) return;
       cpu_relax();
     }

@@ -49,7 +49,7 @@ class ShmTransport final : public Transport {
   void post_abort(int rank, ErrorKind kind, const std::string& reason);
 
   ShmOptions opts_;
-  int spin_us_ = 0;
+  WaitPolicy wait_{};
   std::vector<std::unique_ptr<Segment>> segs_;  // indexed by rank
   // Counters this rank alone writes, cached to avoid reading shared lines.
   std::vector<uint64_t> send_head_, send_pad_, recv_tail_, recv_pad_;

@@ -4,12 +4,23 @@
 
 namespace pycomm {
 
+// The host's CPUs, not this process's affinity: ranks pinned one per core
+// (mpirun --bind-to core) are not oversubscribed.
+static bool oversubscribed(int local_ranks) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return local_ranks > (cpus > 0 ? cpus : 1);
+}
+
 int spin_budget_us(int requested, int local_ranks) {
   if (requested >= 0) return requested;
-  // The host's CPUs, not this process's affinity: ranks pinned one per core
-  // (mpirun --bind-to core) are not oversubscribed.
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  return local_ranks > (cpus > 0 ? cpus : 1) ? 0 : 50;
+  return oversubscribed(local_ranks) ? 0 : 50;
+}
+
+WaitPolicy wait_policy(int requested, int local_ranks) {
+  WaitPolicy w;
+  if (oversubscribed(local_ranks)) w = {100, 1};
+  if (requested >= 0) w.spin_us = requested;
+  return w;
 }
 
 std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadline& deadline) {

@@ -127,6 +127,19 @@ class Transport {
 // CPU), far more than a small collective.
 int spin_budget_us(int requested, int local_ranks);
 
+// How a blocked rank waits on shared memory: `polls` checks between
+// sched_yield()s for `spin_us` (`requested` if >= 0), then it sleeps until a
+// peer rings. With no more local ranks than CPUs: 256 checks, 50 us. With
+// more, the rank we wait for may need our CPU: one check per yield, 100 us.
+// Sleeping at once there cost a wake-up through the scheduler per message:
+// at 3 and 4 ranks on 2 cores an 8 B allreduce took 69-80 us that way and
+// 20-39 us yielding (bench/RESULTS.md, issue 22).
+struct WaitPolicy {
+  int spin_us = 50;
+  int polls = 256;
+};
+WaitPolicy wait_policy(int requested, int local_ranks);
+
 // "rank 1: timeout after 30 s waiting for data from rank 0 or room toward rank 2"
 // (" timeout " as gloo's messages have it: torch's tests match on it)
 std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadline& deadline);
