@@ -117,6 +117,8 @@ def _residuals(ef, layout, owned, call):
 
 
 def _on_gpu(x, out):
+    if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):  # the common case, first
+        return False
     return device.describe(x) is not None or (out is not None and device.describe(out, "out") is not None)
 
 
@@ -288,7 +290,7 @@ class Communicator:
                     self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
                 return self._hierarchy.allreduce(x, x if out is None else out, op, timeout)
             w = self._native.collective(ALLREDUCE, x, out, op_code(op), 0, async_op, timeout)
-            self._submitted("allreduce", x, f" {op}")
+            self._submitted("allreduce", x, op=op)
             result = x if out is None else out
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
@@ -331,7 +333,7 @@ class Communicator:
         if compress is None:
             _uncompressed(block_size, stochastic, seed, error_feedback)
             w = self._native.collective(ROWS["reduce_scatter"].code, x, out, op_code(op), 0, async_op, timeout)
-            self._submitted("reduce_scatter", x, f" {op}")
+            self._submitted("reduce_scatter", x, op=op)
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
                                                          error_feedback)
