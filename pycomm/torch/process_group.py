@@ -32,19 +32,12 @@ from pycomm.store import TorchStore
 
 from .completion import Completer, overlap_bytes
 from .monitored_barrier import MonitoredBarrier
+from .tensors import (NATIVE, OP_CODES, OP_NAMES, REDOP, byte_view, check_same, host_view, movable,
+                      native_op, one_tensor, op_name, per_element, premul_factor, reducible, scaled, split_counts,
+                      split_into, write_back)
 from .work import P2PWork, Work
 
 __all__ = ["ProcessGroupPycomm", "devices"]
-
-_R = dist.ReduceOp.RedOpType
-_OPS = {int(_R.SUM): "sum", int(_R.AVG): "avg", int(_R.PRODUCT): "prod", int(_R.MIN): "min",
-        int(_R.MAX): "max"}
-_CODES = {k: op_code(name) for k, name in _OPS.items()}  # torch's op -> pycomm's code
-_NAMES = {code: _OPS[k] for k, code in _CODES.items()}
-_NATIVE = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
-           torch.int32, torch.int64}
-_NUMPY = _NATIVE - {torch.bfloat16}  # those numpy has too
-_COMPLEX = {torch.complex64, torch.complex128}
 
 
 def devices():
@@ -54,141 +47,6 @@ def devices():
     except AttributeError:
         cuda = False
     return ["cpu", "cuda"] if cuda else ["cpu"]
-
-
-def _op(opts):
-    """The pycomm op name of an options object, a dist.ReduceOp or a
-    ReduceOp.RedOpType (PREMUL_SUM: "sum", its factor from _factor)."""
-    op = getattr(opts, "reduceOp", opts)
-    code = int(getattr(op, "op", op))
-    if code == _PREMUL_SUM:
-        return "sum"
-    try:
-        return _OPS[code]
-    except KeyError:
-        raise ValueError(f"pycomm: reduction {op} is not supported "
-                         "(SUM, AVG, PRODUCT, MIN, MAX, PREMUL_SUM are)") from None
-
-
-_PREMUL_SUM = int(_R.PREMUL_SUM)
-
-
-def _factor(opts):
-    """PREMUL_SUM's factor (a number or a one-element tensor), else None:
-    each rank's input is multiplied by it before the sum, as NCCL does."""
-    op = getattr(opts, "reduceOp", opts)
-    if int(getattr(op, "op", op)) != _PREMUL_SUM:
-        return None
-    factor = getattr(op, "factor", None)
-    if factor is None:
-        raise ValueError("pycomm: PREMUL_SUM needs a factor (dist._make_nccl_premul_sum(factor))")
-    return factor
-
-
-def _scaled(t, factor):
-    """t, or a new tensor t * factor (PREMUL_SUM), in t's dtype."""
-    if factor is None:
-        return t
-    return (t.detach() * factor).to(t.dtype)
-
-
-# bool reductions as uint8 (0/1): SUM is logical or, PRODUCT logical and, as with gloo.
-_BOOL_OPS = {"sum": "max", "max": "max", "prod": "min", "min": "min"}
-
-
-def _reducible(t, op):
-    """A contiguous tensor pycomm can reduce holding t's values, or raises TypeError."""
-    t = t.detach()  # DLPack refuses tensors that require grad; same memory
-    if t.dtype in _NATIVE:
-        return t if t.is_contiguous() else t.contiguous()
-    if t.dtype == torch.bool and op in _BOOL_OPS:
-        return (t if t.is_contiguous() else t.contiguous()).view(torch.uint8)
-    if t.dtype in _COMPLEX and op in ("sum", "avg"):
-        return torch.view_as_real(t if t.is_contiguous() else t.contiguous())
-    raise TypeError(f"pycomm: {op} of {t.dtype} tensors is not supported")
-
-
-def _movable(t):
-    """A contiguous tensor pycomm can move holding t's bytes (any dtype)."""
-    t = t.detach()
-    c = t if t.is_contiguous() else t.contiguous()
-    if c.dtype in _NATIVE:
-        return c
-    return c.reshape(-1).view(torch.uint8)
-
-
-def _per_element(stand_in, t):
-    """How many of stand_in's elements hold one of t's (a byte or real-pair view)."""
-    return t.element_size() // stand_in.element_size()
-
-
-def _write_back(dst, src):
-    """Copies src (a contiguous stand-in for dst) into dst unless they share memory."""
-    dst = dst.detach()
-    if src.data_ptr() != dst.data_ptr() or not dst.is_contiguous():
-        if src.dtype != dst.dtype:  # a byte, real-pair or uint8 stand-in
-            src = src.contiguous().reshape(-1).view(dst.dtype)
-        dst.copy_(src.reshape(dst.shape))
-
-
-def _one(tensors, what):
-    """The one tensor of a point-to-point call, detached (same memory)."""
-    if len(tensors) != 1:
-        raise ValueError(f"pycomm {what} takes one tensor, got {len(tensors)}")
-    return tensors[0].detach()
-
-
-def _host(t):
-    """Contiguous detached CPU tensor t as the Communicator gets it: a numpy
-    view where numpy has t's dtype (the binding takes numpy's buffer in about
-    0.1 us; a tensor's DLPack export costs about 3 us a call), else t
-    (bfloat16)."""
-    return t.numpy() if t.dtype in _NUMPY else t
-
-
-def _bytes(t):
-    """Contiguous CPU tensor t as a numpy view for point-to-point, which moves
-    bytes whatever the dtype: t's own where pycomm has it (the cheapest view),
-    else uint8. numpy's buffer costs less to hand over than DLPack."""
-    if t.dtype in _NUMPY:
-        return t.numpy()
-    return t.reshape(-1).view(torch.uint8).numpy()
-
-
-def _split_into(outs, flat, counts):
-    """Copies consecutive pieces of flat, counts[i] elements each, into outs[i]."""
-    at = 0
-    for o, k in zip(outs, counts):
-        _write_back(o, flat[at:at + k])
-        at += k
-
-
-def _split_counts(t, splits, n, what):
-    """Elements per peer of t cut by `splits` rows of its first dimension
-    (empty: an even split)."""
-    rows = t.shape[0] if t.dim() else 1
-    row = t.numel() // rows if rows else 0
-    if not splits:
-        if rows % n:
-            raise ValueError(f"all_to_all_single: the {what}'s first dimension {rows} is not divisible by {n}")
-        splits = [rows // n] * n
-    if len(splits) != n:
-        raise ValueError(f"all_to_all_single: {what} split sizes need {n} entries, got {len(splits)}")
-    if sum(splits) != rows or any(k < 0 for k in splits):
-        raise ValueError(f"all_to_all_single: {what} split sizes {list(splits)} do not add up to {rows} rows")
-    return [int(k) * row for k in splits]
-
-
-def _native_op(t, op):
-    """The op pycomm runs for `op` on t's stand-in (bool tensors reduce as uint8)."""
-    return _BOOL_OPS[op] if t.dtype == torch.bool else op
-
-
-def _check_same(tensors, what):
-    t0 = tensors[0]
-    for t in tensors[1:]:
-        if t.dtype != t0.dtype:
-            raise TypeError(f"pycomm {what}: tensors have different dtypes ({t0.dtype}, {t.dtype})")
 
 
 class ProcessGroupPycomm(dist.ProcessGroup):
@@ -286,28 +144,28 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         if isinstance(tensors, torch.Tensor):
             tensors = [tensors]
         if opts is None:
-            code = _CODES[int(_R.SUM)]
+            code = OP_CODES[int(REDOP.SUM)]
         else:
             try:  # the common case, kept short: a few us of Python in all
-                code = _CODES[opts.reduceOp.op.value]
+                code = OP_CODES[opts.reduceOp.op.value]
             except (AttributeError, KeyError):
-                factor = _factor(opts)
+                factor = premul_factor(opts)
                 if factor is not None:
                     return self._run(tensors, self._allreduce_list, tensors, "sum", factor)
-                code = op_code(_op(opts))
+                code = op_code(op_name(opts))
         if len(tensors) == 1:
             t = tensors[0]
-            if (t.layout == torch.strided and t.dtype in _NATIVE and t.is_contiguous() and not t.is_cuda
+            if (t.layout == torch.strided and t.dtype in NATIVE and t.is_contiguous() and not t.is_cuda
                     and not t.requires_grad):
                 overlap = self._overlapped(t.numel() * t.element_size())
                 try:
-                    native = self.comm.allreduce(_host(t), code, async_op=overlap, timeout=self._timeout)
+                    native = self.comm.allreduce(host_view(t), code, async_op=overlap, timeout=self._timeout)
                 except CommError as e:
                     return Work(tensors, error=e)
                 if not overlap:
                     return Work(tensors)
                 return Work(tensors, pending=self._completer.add(native), native=native)
-        return self._run(tensors, self._allreduce_list, tensors, _NAMES[code])
+        return self._run(tensors, self._allreduce_list, tensors, OP_NAMES[code])
 
     def _allreduce_list(self, tensors, op, factor=None):
         for t in tensors:
@@ -316,9 +174,9 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                 continue
             if factor is not None:
                 t.detach().mul_(factor)  # all_reduce overwrites t: scaled in place
-            c = _reducible(t, op)
-            self.comm.allreduce(c, _native_op(t, op))
-            _write_back(t, c)
+            c = reducible(t, op)
+            self.comm.allreduce(c, native_op(t, op))
+            write_back(t, c)
 
     def _sparse_sum(self, t, op):
         """The sum of a sparse COO tensor over the group, as gloo computes it:
@@ -339,44 +197,44 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         all_idx = torch.empty((self._size, *pad_idx.shape), dtype=torch.int64)
         all_vals = torch.empty((self._size, *pad_vals.shape), dtype=vals.dtype)
         self.comm.allgather(pad_idx.reshape(-1), out=all_idx.reshape(-1))
-        self.comm.allgather(_movable(pad_vals).reshape(-1), out=_movable(all_vals).reshape(-1))
+        self.comm.allgather(movable(pad_vals).reshape(-1), out=movable(all_vals).reshape(-1))
         keep = [int(n) for n in counts]
         idx = torch.cat([all_idx[r, :, :n] for r, n in enumerate(keep)], dim=1)
         vals = torch.cat([all_vals[r, :n] for r, n in enumerate(keep)])
         return torch.sparse_coo_tensor(idx, vals, t.shape).coalesce()
 
     def allreduce_coalesced(self, tensors, opts=None):
-        op = "sum" if opts is None else _op(opts)
-        return self._run(tensors, self._allreduce_coalesced, tensors, op, _factor(opts))
+        op = "sum" if opts is None else op_name(opts)
+        return self._run(tensors, self._allreduce_coalesced, tensors, op, premul_factor(opts))
 
     def _allreduce_coalesced(self, tensors, op, factor):
         if not tensors:
             return
-        _check_same(tensors, "allreduce_coalesced")
-        flats = [_reducible(t, op).reshape(-1) for t in tensors]
+        check_same(tensors, "allreduce_coalesced")
+        flats = [reducible(t, op).reshape(-1) for t in tensors]
         buf = torch.cat(flats)
         if factor is not None:
             buf.mul_(factor)
-        self.comm.allreduce(_host(buf), _native_op(tensors[0], op))
+        self.comm.allreduce(host_view(buf), native_op(tensors[0], op))
         offset = 0
         for t, f in zip(tensors, flats):
-            _write_back(t, buf[offset:offset + f.numel()])
+            write_back(t, buf[offset:offset + f.numel()])
             offset += f.numel()
 
     def reduce(self, tensors, opts):
-        op, root = _op(opts), opts.rootRank
-        return self._run(tensors, self._reduce, tensors, op, _factor(opts), root)
+        op, root = op_name(opts), opts.rootRank
+        return self._run(tensors, self._reduce, tensors, op, premul_factor(opts), root)
 
     def _reduce(self, tensors, op, factor, root):
         for t in tensors:
-            c = _reducible(_scaled(t, factor), op)
-            self.comm.reduce(c, root, _native_op(t, op))  # into c at the root; c is only read elsewhere
+            c = reducible(scaled(t, factor), op)
+            self.comm.reduce(c, root, native_op(t, op))  # into c at the root; c is only read elsewhere
             if self._rank == root:
-                _write_back(t, c)
+                write_back(t, c)
 
     def reduce_scatter(self, outputs, inputs, opts=None):
-        op = "sum" if opts is None else _op(opts)
-        return self._run(outputs, self._reduce_scatter_lists, outputs, inputs, op, _factor(opts))
+        op = "sum" if opts is None else op_name(opts)
+        return self._run(outputs, self._reduce_scatter_lists, outputs, inputs, op, premul_factor(opts))
 
     def _reduce_scatter_lists(self, outputs, inputs, op, factor):
         # inputs[i][r] goes to rank r; unequal sizes (the same on every rank)
@@ -384,21 +242,21 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         for out, ins in zip(outputs, inputs):
             if len(ins) != self._size:
                 raise ValueError(f"reduce_scatter: need {self._size} input tensors, got {len(ins)}")
-            _check_same([out, *ins], "reduce_scatter")
+            check_same([out, *ins], "reduce_scatter")
             if ins[self._rank].numel() != out.numel():
                 raise ValueError(f"reduce_scatter: input {self._rank} has {ins[self._rank].numel()} elements, "
                                  f"the output {out.numel()}")
-            buf = _reducible(_scaled(torch.cat([i.reshape(-1) for i in ins]), factor), op)
-            c = _reducible(out, op)
+            buf = reducible(scaled(torch.cat([i.reshape(-1) for i in ins]), factor), op)
+            c = reducible(out, op)
             counts = None
             if any(i.numel() != out.numel() for i in ins):
-                counts = [i.numel() * _per_element(buf, out) for i in ins]
-            self.comm.reduce_scatter(buf.reshape(-1), _native_op(out, op), out=c.reshape(-1), counts=counts)
-            _write_back(out, c)
+                counts = [i.numel() * per_element(buf, out) for i in ins]
+            self.comm.reduce_scatter(buf.reshape(-1), native_op(out, op), out=c.reshape(-1), counts=counts)
+            write_back(out, c)
 
     def _reduce_scatter_base(self, output, input, opts=None):
-        op = "sum" if opts is None else _op(opts)
-        return self._run([output], self._reduce_scatter_tensor, output, input, op, _factor(opts))
+        op = "sum" if opts is None else op_name(opts)
+        return self._run([output], self._reduce_scatter_tensor, output, input, op, premul_factor(opts))
 
     reduce_scatter_single = _reduce_scatter_base
 
@@ -408,14 +266,14 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         if input.numel() != output.numel() * self._size:
             raise ValueError(f"reduce_scatter_tensor: input has {input.numel()} elements, "
                              f"need {self._size} x {output.numel()}")
-        c = _reducible(output, op)
-        x = _reducible(_scaled(input, factor), op)
-        self.comm.reduce_scatter(_host(x.reshape(-1)), _native_op(output, op), out=_host(c.reshape(-1)))
-        _write_back(output, c)
+        c = reducible(output, op)
+        x = reducible(scaled(input, factor), op)
+        self.comm.reduce_scatter(host_view(x.reshape(-1)), native_op(output, op), out=host_view(c.reshape(-1)))
+        write_back(output, c)
 
     def reduce_scatter_tensor_coalesced(self, outputs, inputs, opts=None):
-        op = "sum" if opts is None else _op(opts)
-        factor = _factor(opts)
+        op = "sum" if opts is None else op_name(opts)
+        factor = premul_factor(opts)
 
         def run():
             for o, i in zip(outputs, inputs):
@@ -430,9 +288,9 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         root = 0 if opts is None else opts.rootRank
         if len(tensors) == 1:
             t = tensors[0]
-            if t.dtype in _NATIVE and t.is_contiguous() and not t.requires_grad:
+            if t.dtype in NATIVE and t.is_contiguous() and not t.requires_grad:
                 try:
-                    self.comm.broadcast(_host(t), root)
+                    self.comm.broadcast(host_view(t), root)
                 except CommError as e:
                     return Work(tensors, error=e)
                 return Work(tensors)
@@ -440,9 +298,9 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def _broadcast(self, tensors, root):
         for t in tensors:
-            c = _movable(t)
-            self.comm.broadcast(_host(c), root)
-            _write_back(t, c)
+            c = movable(t)
+            self.comm.broadcast(host_view(c), root)
+            write_back(t, c)
 
     def _allgather_base(self, output, input, opts=None):
         return self._run([output], self._allgather_tensor, output, input)
@@ -455,9 +313,9 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         if output.numel() != input.numel() * self._size:
             raise ValueError(f"all_gather_into_tensor: output has {output.numel()} elements, "
                              f"need {self._size} x {input.numel()}")
-        c = _movable(output)
-        self.comm.allgather(_host(_movable(input).reshape(-1)), out=_host(c.reshape(-1)))
-        _write_back(output, c)
+        c = movable(output)
+        self.comm.allgather(host_view(movable(input).reshape(-1)), out=host_view(c.reshape(-1)))
+        write_back(output, c)
 
     def allgather_into_tensor_coalesced(self, outputs, inputs, opts=None):
         def run():
@@ -473,17 +331,17 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         for outs, x in zip(output_lists, inputs):
             if len(outs) != self._size:
                 raise ValueError(f"all_gather: need {self._size} output tensors, got {len(outs)}")
-            _check_same([x, *outs], "all_gather")
+            check_same([x, *outs], "all_gather")
             if outs[self._rank].numel() != x.numel():
                 raise ValueError(f"all_gather: output {self._rank} has {outs[self._rank].numel()} elements, "
                                  f"the input {x.numel()}")
-            c = _movable(x).reshape(-1)
-            per = _per_element(c, x)
+            c = movable(x).reshape(-1)
+            per = per_element(c, x)
             counts = [o.numel() * per for o in outs]
             whole = c.new_empty(sum(counts))
             even = all(k == counts[0] for k in counts)
             self.comm.allgather(c, out=whole, counts=None if even else counts)
-            _split_into(outs, whole, counts)
+            split_into(outs, whole, counts)
 
     def allgather_coalesced(self, output_lists, inputs, opts=None):
         # output_lists[r][i] receives rank r's inputs[i]. One list all_gather per input.
@@ -500,7 +358,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def _gather(self, output_lists, inputs, root):
         for i, x in enumerate(inputs):
-            c = _movable(x).reshape(-1)
+            c = movable(x).reshape(-1)
             if self._rank != root:
                 self.comm.gather(c, root)
                 continue
@@ -510,7 +368,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
             if any(o.numel() != x.numel() for o in outs):
                 raise ValueError("gather: every output must have as many elements as the input")
             whole = self.comm.gather(c, root, out=c.new_empty(c.numel() * self._size))
-            _split_into(outs, whole, [c.numel()] * self._size)
+            split_into(outs, whole, [c.numel()] * self._size)
 
     def scatter(self, outputs, input_lists, opts):
         root = opts.rootRank
@@ -518,7 +376,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def _scatter(self, outputs, input_lists, root):
         for i, out in enumerate(outputs):
-            c = _movable(out).reshape(-1)
+            c = movable(out).reshape(-1)
             buf = None
             if self._rank == root:
                 ins = input_lists[i]
@@ -526,10 +384,10 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                     raise ValueError(f"scatter: need {self._size} input tensors at the root, got {len(ins)}")
                 if any(t.numel() != out.numel() for t in ins):
                     raise ValueError("scatter: every input must have as many elements as the output")
-                _check_same([out, *ins], "scatter")
-                buf = torch.cat([_movable(t).reshape(-1) for t in ins])
+                check_same([out, *ins], "scatter")
+                buf = torch.cat([movable(t).reshape(-1) for t in ins])
             self.comm.scatter(buf, root, out=c)
-            _write_back(out, c)
+            write_back(out, c)
 
     def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
         return self._run([output], self._alltoall_single, output, input,
@@ -540,31 +398,31 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         n = self._size
         if output.dtype != input.dtype:
             raise TypeError(f"all_to_all_single: output is {output.dtype}, input {input.dtype}")
-        x = _movable(input).reshape(-1)
-        y = _movable(output)
+        x = movable(input).reshape(-1)
+        y = movable(output)
         if not in_splits and not out_splits:
-            self.comm.alltoall(_host(x), out=_host(y.reshape(-1)))
+            self.comm.alltoall(host_view(x), out=host_view(y.reshape(-1)))
         else:
-            per = _per_element(x, input)
-            send = _split_counts(input, in_splits, n, "input")
-            recv = _split_counts(output, out_splits, n, "output")
-            self.comm.alltoall(_host(x), out=_host(y.reshape(-1)), send_counts=[k * per for k in send],
+            per = per_element(x, input)
+            send = split_counts(input, in_splits, n, "input")
+            recv = split_counts(output, out_splits, n, "output")
+            self.comm.alltoall(host_view(x), out=host_view(y.reshape(-1)), send_counts=[k * per for k in send],
                                recv_counts=[k * per for k in recv])
-        _write_back(output, y)
+        write_back(output, y)
 
     def alltoall(self, outputs, inputs, opts=None):
         def run():
             n = self._size
             if len(inputs) != n or len(outputs) != n:
                 raise ValueError(f"all_to_all: need {n} input and {n} output tensors")
-            _check_same([*inputs, *outputs], "all_to_all")
-            flat_in = torch.cat([_movable(t).reshape(-1) for t in inputs])
-            per = _per_element(flat_in, inputs[0])
+            check_same([*inputs, *outputs], "all_to_all")
+            flat_in = torch.cat([movable(t).reshape(-1) for t in inputs])
+            per = per_element(flat_in, inputs[0])
             recv = [t.numel() * per for t in outputs]
             flat_out = flat_in.new_empty(sum(recv))
             self.comm.alltoall(flat_in, out=flat_out, send_counts=[t.numel() * per for t in inputs],
                                recv_counts=recv)
-            _split_into(outputs, flat_out, recv)
+            split_into(outputs, flat_out, recv)
         return self._run(outputs, run)
 
     def barrier(self, opts=None):
@@ -580,9 +438,9 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     # -- point to point (the communicator's point-to-point engine) -------------------
 
     def send(self, tensors, dst, tag=0):
-        t = _one(tensors, "send")
+        t = one_tensor(tensors, "send")
         c = t if t.device.type == "cpu" and t.is_contiguous() else t.cpu().contiguous()
-        return self._p2p_work(P2PWork(tensors, self.comm.isend(_bytes(c), dst, tag, timeout=self._timeout),
+        return self._p2p_work(P2PWork(tensors, self.comm.isend(byte_view(c), dst, tag, timeout=self._timeout),
                                       keep=c))
 
     def recv(self, tensors, src, tag=0):
@@ -592,10 +450,10 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         return self._recv(tensors, None, tag)
 
     def _recv(self, tensors, src, tag):
-        t = _one(tensors, "recv")
+        t = one_tensor(tensors, "recv")
         direct = t.device.type == "cpu" and t.is_contiguous()
         c = t if direct else torch.empty(t.shape, dtype=t.dtype)  # copied into t once it came
-        native = self.comm.irecv(_bytes(c), src, tag, timeout=self._timeout)
+        native = self.comm.irecv(byte_view(c), src, tag, timeout=self._timeout)
         return self._p2p_work(P2PWork(tensors, native, keep=c, then=None if direct else (lambda: t.copy_(c))))
 
     def _p2p_work(self, work):
