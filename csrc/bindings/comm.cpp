@@ -314,6 +314,7 @@ class PyComm {
         py::gil_scoped_release nogil;
         pw->staging = std::make_unique<DeviceStaging>(dev, bytes, stream, send);
       }
+      pw->staged = true;
       op->buf = pw->staging->host();
       op->bytes = bytes;
       pw->device_buffer = py::reinterpret_borrow<py::object>(x);

@@ -1,5 +1,7 @@
 #include "py_work.h"
 
+#include <optional>
+
 #include "errors.h"
 
 namespace py = pybind11;
@@ -11,7 +13,10 @@ void PyWork::finish() {
   std::vector<std::unique_ptr<HostBuffer>> drop_buffers;
   std::unique_ptr<DeviceStaging> drop_staging;
   {
-    py::gil_scoped_release nogil;
+    // Nothing under the lock needs the GIL, so taking it with the GIL held
+    // cannot deadlock; only a GPU buffer's copy is worth letting Python run.
+    std::optional<py::gil_scoped_release> nogil;
+    if (staged) nogil.emplace();
     std::lock_guard<std::mutex> lk(finish_mu);
     if (finished.load(std::memory_order_relaxed)) return;
     if (staging && !work->failed()) staging->deliver(op->received);

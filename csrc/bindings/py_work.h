@@ -37,6 +37,7 @@ struct PyWork {
   size_t elem = 1;
   std::unique_ptr<DeviceStaging> staging;  // a GPU buffer's send or receive ...
   pybind11::object device_buffer;          // ... and what keeps its memory alive
+  bool staged = false;                     // set with staging, before the Work is shared
   std::mutex finish_mu;
   std::atomic<bool> finished{false};
 
