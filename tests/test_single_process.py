@@ -1,5 +1,7 @@
 """A world of one rank needs no launcher; and nothing is left in /dev/shm."""
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -49,6 +51,29 @@ def test_two_threads_wait_one_work(tmp_path):
             other.join()
             assert w.is_completed()
     store.close()
+
+
+_EXIT_WHILE_THREADS_RUN = """
+import sys, threading, numpy as np, pycomm
+comm = pycomm.Communicator(0, 1, pycomm.FileStore(sys.argv[1]), timeout=10)
+x = np.ones(1024, np.float32)
+def loop():
+    while True:
+        comm.allreduce(x)
+        pycomm._C.kernels.reduce(x, x, x, 0, 0)
+for _ in range(2):
+    threading.Thread(target=loop, daemon=True).start()
+"""
+
+
+def test_exit_while_daemon_threads_run_ops(tmp_path):
+    # Python exits while daemon threads are in native calls that released the
+    # GIL: taking it back must not std::terminate the process (SIGABRT,
+    # "terminate called without an active exception"), as it did in every run.
+    for i in range(3):
+        proc = subprocess.run([sys.executable, "-c", _EXIT_WHILE_THREADS_RUN, str(tmp_path / f"store{i}")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_without_p2p_links(tmp_path):

@@ -16,6 +16,7 @@
 #include "buffer.h"
 #include "device_staging.h"
 #include "errors.h"
+#include "gil.h"
 #include "py_work.h"
 #include "transport_capsule.h"
 
@@ -70,9 +71,10 @@ class PyComm {
       tr = take("mpi_transport");
       if (p2p && opts.contains("mpi_p2p_transport")) p2p_tr = take("mpi_p2p_transport");
     } else {
-      py::gil_scoped_release nogil;
-      tr = make_transport(transport, rank, size, allgather, o);
-      if (p2p) p2p_tr = make_transport(transport, rank, size, allgather, o);
+      without_gil([&] {
+        tr = make_transport(transport, rank, size, allgather, o);
+        if (p2p) p2p_tr = make_transport(transport, rank, size, allgather, o);
+      });
     }
     tuning_ = tuning;
     comm_ = std::make_unique<Communicator>(std::move(tr), tuning, std::move(p2p_tr),
@@ -236,11 +238,10 @@ class PyComm {
                      double timeout) {
     std::unique_ptr<PyWork> pw = p2p_op(send, x, peer, tag, allow_shorter, timeout);
     std::shared_ptr<P2POp> op = pw->op;
-    {
-      py::gil_scoped_release nogil;
+    without_gil([&] {
       pw->engine->post({op});
       if (!async_op) pw->engine->wait(*op, -1);  // ends by the op's own deadline
-    }
+    });
     if (async_op) return py::cast(std::move(pw));
     pw->finish();
     if (op->work->failed()) op->work->rethrow();
@@ -258,10 +259,7 @@ class PyComm {
                              t[5].cast<double>()));
       posted.push_back(works.back()->op);
     }
-    if (!works.empty()) {
-      py::gil_scoped_release nogil;
-      works.front()->engine->post(posted);
-    }
+    if (!works.empty()) without_gil([&] { works.front()->engine->post(posted); });
     py::list out;
     for (auto& w : works) out.append(py::cast(std::move(w)));
     return out;
@@ -282,12 +280,10 @@ class PyComm {
   }
 
   void close() {
-    py::gil_scoped_release nogil;
-    comm_->close();
+    without_gil([&] { comm_->close(); });
   }
   void abort(const std::string& reason) {
-    py::gil_scoped_release nogil;
-    comm_->abort(reason);
+    without_gil([&] { comm_->abort(reason); });
   }
 
  private:
@@ -310,10 +306,7 @@ class PyComm {
       const size_t bytes = x.attr("count").cast<size_t>() * dtype_size(dtype);
       void* dev = reinterpret_cast<void*>(x.attr("ptr").cast<uintptr_t>());
       void* stream = reinterpret_cast<void*>(x.attr("stream").cast<uintptr_t>());
-      {
-        py::gil_scoped_release nogil;
-        pw->staging = std::make_unique<DeviceStaging>(dev, bytes, stream, send);
-      }
+      pw->staging = without_gil([&] { return std::make_unique<DeviceStaging>(dev, bytes, stream, send); });
       pw->staged = true;
       op->buf = pw->staging->host();
       op->bytes = bytes;
@@ -361,8 +354,11 @@ class PyComm {
   // have none; a rank without a buffer of a rooted op passes none).
   static void check_device_pointers(const CollArgs& a) {
     if (a.count == 0 && !a.counts) return;
-    py::gil_scoped_release nogil;  // the first CUDA call may start the runtime
-    const int din = a.in ? cuda::device_of(a.in) : -2, dout = a.out ? cuda::device_of(a.out) : -2;
+    int din = -2, dout = -2;
+    without_gil([&] {  // the first CUDA call may start the runtime
+      if (a.in) din = cuda::device_of(a.in);
+      if (a.out) dout = cuda::device_of(a.out);
+    });
     if (din == -1 || dout == -1)
       throw py::value_error(strprintf("%s is not in GPU memory (CUDA sees no device allocation at %p)",
                                       din == -1 ? "x" : "out", din == -1 ? a.in : a.out));
@@ -531,11 +527,7 @@ class PyComm {
     return w;
   }
   py::object submit(const CollArgs& a, bool async_op, std::vector<std::unique_ptr<HostBuffer>> keep) {
-    std::shared_ptr<Work> work;
-    {
-      py::gil_scoped_release nogil;
-      work = comm_->submit(a, async_op);
-    }
+    std::shared_ptr<Work> work = without_gil([&] { return comm_->submit(a, async_op); });
     if (!async_op) return py::none();
     auto pw = std::make_unique<PyWork>();
     pw->work = std::move(work);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/gil.h"
 #include "common/dtype.h"
 #include "cuda/cuda_kernels.h"
 #include "cuda/runtime.h"
@@ -93,8 +94,9 @@ void py_reduce(uintptr_t dst, uintptr_t a, uintptr_t b, long long count, int dty
   check_ptr(a, w, n, "a");
   check_ptr(b, w, n, "b");
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  cuda::reduce(as_ptr(dst), as_ptr(a), as_ptr(b), n, dtype, op, as_ptr(stream));
+  without_gil([&] {
+    cuda::reduce(as_ptr(dst), as_ptr(a), as_ptr(b), n, dtype, op, as_ptr(stream));
+  });
 }
 
 // Device pointers of `count` elements of `width` bytes each, checked.
@@ -118,8 +120,9 @@ void py_reduce_n(uintptr_t dst, const std::vector<uintptr_t>& srcs, long long co
   const std::vector<void*> p = checked_ptrs(srcs, w, n, "srcs[i]");
   const std::vector<const void*> cp(p.begin(), p.end());
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  cuda::reduce_n(as_ptr(dst), cp.data(), static_cast<int>(cp.size()), n, dtype, op, as_ptr(stream));
+  without_gil([&] {
+    cuda::reduce_n(as_ptr(dst), cp.data(), static_cast<int>(cp.size()), n, dtype, op, as_ptr(stream));
+  });
 }
 
 void py_reduce_n_to(const std::vector<uintptr_t>& dsts, const std::vector<uintptr_t>& srcs,
@@ -133,9 +136,10 @@ void py_reduce_n_to(const std::vector<uintptr_t>& dsts, const std::vector<uintpt
   const std::vector<void*> p = checked_ptrs(srcs, w, n, "srcs[i]");
   const std::vector<const void*> cp(p.begin(), p.end());
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  cuda::reduce_n_to(d.data(), static_cast<int>(d.size()), cp.data(), static_cast<int>(cp.size()), n,
-                    dtype, op, divisor, as_ptr(stream));
+  without_gil([&] {
+    cuda::reduce_n_to(d.data(), static_cast<int>(d.size()), cp.data(), static_cast<int>(cp.size()), n,
+                      dtype, op, divisor, as_ptr(stream));
+  });
 }
 
 void py_divide(uintptr_t dst, long long count, int dtype_code, double divisor,
@@ -145,8 +149,9 @@ void py_divide(uintptr_t dst, long long count, int dtype_code, double divisor,
   const size_t n = checked_count(count);
   check_ptr(dst, dtype_size(dtype), n, "dst");
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  cuda::divide(as_ptr(dst), n, dtype, divisor, as_ptr(stream));
+  without_gil([&] {
+    cuda::divide(as_ptr(dst), n, dtype, divisor, as_ptr(stream));
+  });
 }
 
 void py_quantize(uintptr_t x, int dtype_code, long long count, long long block_size,
@@ -161,10 +166,11 @@ void py_quantize(uintptr_t x, int dtype_code, long long count, long long block_s
   check_ptr(scales, 4, n, "scales");
   if (residual != 0) check_ptr(residual, 4, n, "residual");
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  cuda::quantize_int8(as_ptr(x), dtype, n, bs, stochastic, seed,
-                      static_cast<float*>(as_ptr(residual)), static_cast<int8_t*>(as_ptr(q)),
-                      static_cast<float*>(as_ptr(scales)), as_ptr(stream));
+  without_gil([&] {
+    cuda::quantize_int8(as_ptr(x), dtype, n, bs, stochastic, seed,
+                        static_cast<float*>(as_ptr(residual)), static_cast<int8_t*>(as_ptr(q)),
+                        static_cast<float*>(as_ptr(scales)), as_ptr(stream));
+  });
 }
 
 void py_dequantize(uintptr_t q, uintptr_t scales, long long count, long long block_size,
@@ -174,15 +180,16 @@ void py_dequantize(uintptr_t q, uintptr_t scales, long long count, long long blo
   check_ptr(scales, 4, n, "scales");
   check_ptr(out, 4, n, "out");
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  const auto* qp = static_cast<const int8_t*>(as_ptr(q));
-  const auto* sp = static_cast<const float*>(as_ptr(scales));
-  auto* op = static_cast<float*>(as_ptr(out));
-  if (accumulate) {
-    cuda::dequantize_accumulate_int8(qp, sp, n, bs, op, as_ptr(stream));
-  } else {
-    cuda::dequantize_int8(qp, sp, n, bs, op, as_ptr(stream));
-  }
+  without_gil([&] {
+    const auto* qp = static_cast<const int8_t*>(as_ptr(q));
+    const auto* sp = static_cast<const float*>(as_ptr(scales));
+    auto* op = static_cast<float*>(as_ptr(out));
+    if (accumulate) {
+      cuda::dequantize_accumulate_int8(qp, sp, n, bs, op, as_ptr(stream));
+    } else {
+      cuda::dequantize_int8(qp, sp, n, bs, op, as_ptr(stream));
+    }
+  });
 }
 
 void py_reduce_requantize(const std::vector<uintptr_t>& qs, const std::vector<uintptr_t>& ss,
@@ -212,13 +219,14 @@ void py_reduce_requantize(const std::vector<uintptr_t>& qs, const std::vector<ui
   check_ptr(s_out, 4, n, "s_out");
   if (residual != 0) check_ptr(residual, 4, n, "residual");
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  cuda::reduce_requantize_int8(qp.data(), sp.data(), static_cast<int>(qp.size()), n, bs, divisor,
-                               stochastic, seed, static_cast<float*>(as_ptr(residual)),
-                               static_cast<int8_t*>(as_ptr(q_out)),
-                               static_cast<float*>(as_ptr(s_out)),
-                               static_cast<const float*>(as_ptr(dense)), dense_index,
-                               as_ptr(stream));
+  without_gil([&] {
+    cuda::reduce_requantize_int8(qp.data(), sp.data(), static_cast<int>(qp.size()), n, bs, divisor,
+                                 stochastic, seed, static_cast<float*>(as_ptr(residual)),
+                                 static_cast<int8_t*>(as_ptr(q_out)),
+                                 static_cast<float*>(as_ptr(s_out)),
+                                 static_cast<const float*>(as_ptr(dense)), dense_index,
+                                 as_ptr(stream));
+  });
 }
 
 void py_widen(uintptr_t x, int dtype_code, long long count, const py::object& residual_ptr,
@@ -231,9 +239,10 @@ void py_widen(uintptr_t x, int dtype_code, long long count, const py::object& re
   check_ptr(out, 4, n, "out");
   if (residual != 0) check_ptr(residual, 4, n, "residual");
   cuda::require_device();
-  py::gil_scoped_release nogil;
-  cuda::widen_to_float32(as_ptr(x), dtype, n, static_cast<const float*>(as_ptr(residual)),
-                         static_cast<float*>(as_ptr(out)), as_ptr(stream));
+  without_gil([&] {
+    cuda::widen_to_float32(as_ptr(x), dtype, n, static_cast<const float*>(as_ptr(residual)),
+                           static_cast<float*>(as_ptr(out)), as_ptr(stream));
+  });
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "bindings/gil.h"
 #include "common/dtype.h"
 #include "kernels/reduce.h"
 
@@ -79,9 +80,10 @@ void py_reduce(const py::buffer& dst, const py::buffer& a, const py::buffer& b, 
   if (partly_overlap(d.ptr, x.ptr, nbytes) || partly_overlap(d.ptr, y.ptr, nbytes)) {
     throw py::value_error("dst may be a or b, but must not partly overlap them");
   }
-  py::gil_scoped_release nogil;
-  kernels::reduce(d.ptr, x.ptr, y.ptr, nbytes / dtype_size(dtype), dtype,
-                  static_cast<RedOp>(op_code));
+  without_gil([&] {
+    kernels::reduce(d.ptr, x.ptr, y.ptr, nbytes / dtype_size(dtype), dtype,
+                    static_cast<RedOp>(op_code));
+  });
 }
 
 void py_divide(const py::buffer& dst, int dtype_code, double divisor) {
@@ -89,8 +91,9 @@ void py_divide(const py::buffer& dst, int dtype_code, double divisor) {
   if (!dtype_is_floating(dtype)) throw py::value_error("divide supports floating dtypes only");
   const py::buffer_info d = dst.request(/*writable=*/true);
   const size_t nbytes = checked_nbytes(d, dtype, "dst");
-  py::gil_scoped_release nogil;
-  kernels::divide(d.ptr, nbytes / dtype_size(dtype), dtype, divisor);
+  without_gil([&] {
+    kernels::divide(d.ptr, nbytes / dtype_size(dtype), dtype, divisor);
+  });
 }
 
 }  // namespace

@@ -1,8 +1,7 @@
 #include "py_work.h"
 
-#include <optional>
-
 #include "errors.h"
+#include "gil.h"
 
 namespace py = pybind11;
 
@@ -12,11 +11,9 @@ void PyWork::finish() {
   if (finished.load(std::memory_order_acquire)) return;
   std::vector<std::unique_ptr<HostBuffer>> drop_buffers;
   std::unique_ptr<DeviceStaging> drop_staging;
-  {
-    // Nothing under the lock needs the GIL, so taking it with the GIL held
-    // cannot deadlock; only a GPU buffer's copy is worth letting Python run.
-    std::optional<py::gil_scoped_release> nogil;
-    if (staged) nogil.emplace();
+  // Nothing under the lock needs the GIL, so taking it with the GIL held
+  // cannot deadlock; only a GPU buffer's copy is worth letting Python run.
+  auto settle = [&] {
     std::lock_guard<std::mutex> lk(finish_mu);
     if (finished.load(std::memory_order_relaxed)) return;
     if (staging && !work->failed()) staging->deliver(op->received);
@@ -24,17 +21,18 @@ void PyWork::finish() {
     drop_staging = std::move(staging);
     held.reset();
     finished.store(true, std::memory_order_release);
+  };
+  if (staged) {
+    without_gil(settle);
+  } else {
+    settle();
   }
   py::object drop_device = std::move(device_buffer);
 }
 
 bool PyWork::wait(py::object timeout) {
   double t = timeout.is_none() ? -1.0 : timeout.cast<double>();
-  bool done;
-  {
-    py::gil_scoped_release nogil;
-    done = op ? engine->wait(*op, t) : work->wait(t);
-  }
+  const bool done = without_gil([&] { return op ? engine->wait(*op, t) : work->wait(t); });
   if (!done)
     throw CommError(ErrorKind::kTimeout, strprintf("Work.wait timed out after %.3g s; the op is still running", t));
   finish();
@@ -48,10 +46,7 @@ py::object PyWork::exception() {
 }
 
 bool PyWork::is_completed() {
-  if (op && !work->is_completed()) {
-    py::gil_scoped_release nogil;
-    engine->wait(*op, 0);
-  }
+  if (op && !work->is_completed()) without_gil([&] { engine->wait(*op, 0); });
   if (!work->is_completed()) return false;
   finish();
   return true;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/gil.h"
 #include "buffer.h"
 #include "common/dtype.h"
 #include "kernels/quantize_int8.h"
@@ -69,9 +70,10 @@ void py_quantize(py::handle x, long long block_size, bool stochastic, uint64_t s
     expect_aligned(*r, "residual");
     res = static_cast<float*>(r->data());
   }
-  py::gil_scoped_release nogil;
-  kernels::quantize_int8(in.data(), dt, n, bs, stochastic, seed, res,
-                         static_cast<int8_t*>(q.data()), static_cast<float*>(s.data()));
+  without_gil([&] {
+    kernels::quantize_int8(in.data(), dt, n, bs, stochastic, seed, res,
+                           static_cast<int8_t*>(q.data()), static_cast<float*>(s.data()));
+  });
 }
 
 void py_dequantize(py::handle q_in, py::handle scales, long long block_size, py::handle out,
@@ -88,15 +90,16 @@ void py_dequantize(py::handle q_in, py::handle scales, long long block_size, py:
   HostBuffer o(out, "out", /*writable=*/true);
   expect(o, DType::kFloat32, n, "out");
   expect_aligned(o, "out");
-  py::gil_scoped_release nogil;
-  const auto* qp = static_cast<const int8_t*>(q.data());
-  const auto* sp = static_cast<const float*>(s.data());
-  auto* op = static_cast<float*>(o.data());
-  if (accumulate) {
-    kernels::dequantize_accumulate_int8(qp, sp, n, bs, op);
-  } else {
-    kernels::dequantize_int8(qp, sp, n, bs, op);
-  }
+  without_gil([&] {
+    const auto* qp = static_cast<const int8_t*>(q.data());
+    const auto* sp = static_cast<const float*>(s.data());
+    auto* op = static_cast<float*>(o.data());
+    if (accumulate) {
+      kernels::dequantize_accumulate_int8(qp, sp, n, bs, op);
+    } else {
+      kernels::dequantize_int8(qp, sp, n, bs, op);
+    }
+  });
 }
 
 // The owner's fused step of the compressed reduction, for tests and the GPU
@@ -146,10 +149,11 @@ void py_reduce_requantize(py::list qs, py::list scales, long long block_size, fl
   float* dq = float_buffer(dequant_out, "dequant_out", true);
   if (dn && dense_index >= qp.size())
     throw py::value_error("dense_index " + std::to_string(dense_index) + " is not a source");
-  py::gil_scoped_release nogil;
-  kernels::reduce_requantize_int8(qp.data(), sp.data(), qp.size(), n, bs, divisor, stochastic,
-                                  seed, res, static_cast<int8_t*>(qo.data()),
-                                  static_cast<float*>(so.data()), dn, dense_index, dq);
+  without_gil([&] {
+    kernels::reduce_requantize_int8(qp.data(), sp.data(), qp.size(), n, bs, divisor, stochastic,
+                                    seed, res, static_cast<int8_t*>(qo.data()),
+                                    static_cast<float*>(so.data()), dn, dense_index, dq);
+  });
 }
 
 }  // namespace

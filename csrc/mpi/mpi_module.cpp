@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "../bindings/errors.h"
+#include "../bindings/gil.h"
 #include "../bindings/transport_capsule.h"
 #include "mpi_transport.h"
 
@@ -45,11 +46,9 @@ PYBIND11_MODULE(_mpi, m) {
         o.channel_bytes = channel_bytes;
         o.spin_us = spin_us;
         o.local_ranks = local_ranks;
-        std::unique_ptr<pycomm::Transport> t;
-        {
-          py::gil_scoped_release nogil;  // MPI_Comm_dup is collective: peers may need this process's threads
-          t = std::make_unique<pycomm::MpiTransport>(handle_from_int<MPI_Comm>(comm), o);
-        }
+        // MPI_Comm_dup is collective: peers may need this process's threads.
+        std::unique_ptr<pycomm::Transport> t = pycomm::without_gil(
+            [&] { return std::make_unique<pycomm::MpiTransport>(handle_from_int<MPI_Comm>(comm), o); });
         return pycomm::wrap_transport(std::move(t));
       },
       py::arg("comm_handle"), py::arg("chunk_bytes") = pycomm::MpiOptions().chunk_bytes,
