@@ -56,10 +56,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--mp", action="store_true", help="bf16 parameters, fp32 gradient reduction")
     a = ap.parse_args()
-    dist.init_process_group("gloo")
+    # The world (barriers, the timing reductions) is pycomm's, as in ddp_step.py: a
+    # gloo worker thread lets its last op's tensors go after the op completes,
+    # and one still doing so as Python exits is std::terminate (torch's
+    # gil_scoped_acquire in a thread CPython ends at exit).
+    dist.init_process_group("pycomm")
     r, n = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
-    groups = {"gloo": dist.group.WORLD, "pycomm": dist.new_group(backend="pycomm")}
+    groups = {"gloo": dist.new_group(backend="gloo"), "pycomm": dist.group.WORLD}
     g = torch.Generator().manual_seed(r)
     x, y = torch.randn(a.batch, a.width, generator=g), torch.randn(a.batch, a.width, generator=g)
     runs = {name: sharded(a.width, a.layers, grp, a.mp) for name, grp in groups.items()}

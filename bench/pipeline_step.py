@@ -48,11 +48,15 @@ def main():
     ap.add_argument("--hidden", type=int, default=16)
     ap.add_argument("--activation-mib", type=float, default=32)
     a = ap.parse_args()
-    dist.init_process_group("gloo")
+    # The world (barriers, the timing reductions) is pycomm's, as in ddp_step.py: a
+    # gloo worker thread lets its last op's tensors go after the op completes,
+    # and one still doing so as Python exits is std::terminate (torch's
+    # gil_scoped_acquire in a thread CPython ends at exit).
+    dist.init_process_group("pycomm")
     r, n = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     rows = int(a.activation_mib * (1 << 20)) // (4 * a.hidden)
-    groups = {"gloo": dist.group.WORLD, "pycomm": dist.new_group(backend="pycomm")}
+    groups = {"gloo": dist.new_group(backend="gloo"), "pycomm": dist.group.WORLD}
     x, y = pm.make_batch(a.microbatches, rows, a.hidden, seed=0)
     scheds = {name: pm.build(a.schedule, r, n, g, a.microbatches, rows, a.hidden)[0] for name, g in groups.items()}
     times = {name: [] for name in groups}
