@@ -344,12 +344,33 @@ class Communicator:
             self._submitted("reduce_scatter", x, f" {op}, int8 block {block_size}")
         return self._track(w) if async_op else out
 
-    def allgather(self, x, out=None, async_op=False, timeout=None, *, counts=None):
+    def allgather(self, x, out=None, async_op=False, timeout=None, *, counts=None, compress=None,
+                  block_size=64, stochastic=False, seed=None):
         """Every rank's x, concatenated in rank order (out.size == size * x.size).
 
         counts (one per rank, the same list on every rank): the uneven form
         (allgatherv): rank r passes counts[r] elements, out holds sum(counts).
+        compress="int8" (weights, as ZeRO++'s qwZ): each rank quantizes its x
+        once (float32/float16/bfloat16; one float32 scale per `block_size`
+        elements), int8 and scales travel, and every rank dequantizes every
+        part from the same bytes, its own included: every rank holds bitwise
+        the same out, each element rounded once (then cast to out's dtype:
+        x's, or float32). x may be this rank's part of out (in place).
+        stochastic / seed as for allreduce; no error feedback.
         """
+        if compress is not None:
+            if counts is not None:
+                raise ValueError("compress='int8' takes no counts")
+            timeout = self._timeout if timeout is None else _check_timeout(timeout)
+            if _on_gpu(x, out):
+                _gpu_uncompressed(compress)
+            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed, None)
+            if out is None:
+                out = _flat_empty(x, self.size * _size_of(x))
+            w = self._native.allgather_int8(x, out, block_size, stochastic, seed, async_op, timeout)
+            self._submitted("allgather", x, f", int8 block {block_size}")
+            return self._track(w) if async_op else out
+        _uncompressed(block_size, stochastic, seed, None)
         if counts is not None:
             return self._collective("allgatherv", x, out, "sum", 0, async_op, timeout, counts=counts)
         return self._collective("allgather", x, out, "sum", 0, async_op, timeout)

@@ -54,7 +54,9 @@ def quantize_int8(x, block_size=64, stochastic=False, seed=None, residual=None):
 
 
 def dequantize_int8(q, scales, block_size=64, out=None):
-    """float32 values q * scale (per block); into ``out`` (float32) when given."""
+    """float32 values q * scale (per block); into ``out`` when given: float32,
+    or float16 / bfloat16, each value rounded to nearest even as numpy's and
+    torch's casts do (a NaN block gives their canonical NaN)."""
     q = np.asarray(q)
     if out is None:
         out = np.empty(q.size, dtype=np.float32)

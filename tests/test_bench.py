@@ -142,7 +142,7 @@ def test_cli_two_ranks(op, tmp_path):
     assert "# Out of bounds values : pycomm 0 OK" in text
 
 
-@pytest.mark.parametrize("op", ["allreduce", "reduce_scatter"])
+@pytest.mark.parametrize("op", ["allreduce", "reduce_scatter", "allgather"])
 def test_compressed_next_to_float32(op, tmp_path):
     out = tmp_path / "rows.json"
     text = bench(op, "--compress", "int8", "-n", "2", "-b", "8", "-e", "256K", "-f", "8", "--check",
@@ -157,9 +157,10 @@ def test_compressed_next_to_float32(op, tmp_path):
     assert "maxerr" in text and "rmserr" in text and "pycomm-int8 0 OK, pycomm 0 OK" in text
 
 
-def test_compress_needs_float_sum(capsys):
+@pytest.mark.parametrize("argv", [["broadcast"], ["allreduce", "-o", "max"], ["allgather", "-d", "float16"]])
+def test_compress_needs_float_sum(capsys, argv):
     with pytest.raises(SystemExit):
-        cli.main(["allgather", "--compress", "int8"])
+        cli.main([*argv, "--compress", "int8"])
     assert "--compress int8 measures" in capsys.readouterr().err
 
 

@@ -230,3 +230,51 @@ def test_bad_inputs(comm):
         comm.allreduce(np.ones(10, np.int32), compress="int8", error_feedback=ef)
     assert not ef.initialized  # a refused call allocates nothing
     assert np.array_equal(comm.allreduce(x.copy(), compress="int8"), x)
+
+
+BAD_ALLGATHER = [
+    (dict(compress="int4"), ValueError, "compress"),
+    (dict(compress="int8", counts=[100]), ValueError, "counts"),
+    (dict(compress="int8", block_size=48), ValueError, "power of two"),
+    (dict(compress="int8", seed=1.5), TypeError, "seed"),
+    (dict(stochastic=True), ValueError, "compress='int8'"),
+    (dict(block_size=32), ValueError, "compress='int8'"),
+    (dict(compress="int8", out=np.empty(100, np.float64)), TypeError, "float32 or x's dtype"),
+    (dict(compress="int8", out=np.empty(100, np.float16)), TypeError, "float32 or x's dtype"),
+    (dict(compress="int8", out=np.empty(99, np.float32)), ValueError, "comm.size . x.size"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,match", BAD_ALLGATHER, ids=[str(b[0]) for b in BAD_ALLGATHER])
+def test_allgather_bad_arguments(comm, kwargs, exc, match):
+    x = np.linspace(-1, 1, 100, dtype=np.float32)
+    with pytest.raises(exc, match=match):
+        comm.allgather(x, **kwargs)
+    q, s = pycomm.quantize_int8(x)
+    assert np.array_equal(comm.allgather(x, compress="int8"), pycomm.dequantize_int8(q, s))  # still usable
+
+
+def test_allgather_bad_inputs(comm):
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        comm.allgather(np.ones(10, np.int32), compress="int8")
+    x = np.ones(200, np.float32)
+    with pytest.raises(ValueError, match="overlaps"):
+        comm.allgather(x[:100], compress="int8", out=x[50:150])
+    raw = np.zeros(80, np.uint8)  # x at out's start in another dtype: not x's part of out
+    with pytest.raises(ValueError, match="overlaps"):
+        comm.allgather(raw[:40].view(np.float16), compress="int8", out=raw.view(np.float32))
+    h = np.linspace(-1, 1, 10).astype(np.float16)  # in place: x is out (one rank)
+    q, s = pycomm.quantize_int8(h)
+    want = pycomm.dequantize_int8(q, s).astype(np.float16)
+    assert comm.allgather(h, compress="int8", out=h) is h and np.array_equal(h, want)
+
+
+def test_allgather_torch_bfloat16(comm):
+    torch = pytest.importorskip("torch")
+    x = torch.linspace(-1, 1, 300, dtype=torch.bfloat16)
+    out = comm.allgather(x, compress="int8")
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16 and out.shape == (300,)
+    q, s = pycomm.quantize_int8(x.float().numpy())
+    assert torch.equal(out, torch.from_numpy(pycomm.dequantize_int8(q, s)).to(torch.bfloat16))
+    w = comm.allgather(x, compress="int8", out=torch.empty(300), async_op=True)
+    w.wait()

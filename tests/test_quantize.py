@@ -202,6 +202,39 @@ def test_dequantize_reference_and_accumulate(isa):
     assert_same_bits(acc, expect)
 
 
+# float16 limits, subnormals and halfway cases, as float32 products q * scale.
+NARROW_EDGES = [65504, 65519, 65520, 65536, 1e9, 6.1e-5, 6.09e-5, 5.96e-8, 2.98e-8, 2.99e-8, 1e-10,
+                0.0, -0.0, np.inf, -np.inf, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8]
+
+
+@pytest.mark.parametrize("scale_exp", [-30, -20, -14, 0, 9])
+def test_dequantize_narrowed(isa, scale_exp):
+    # Out float16 / bfloat16: q * scale in float32, then numpy's / torch's
+    # round-to-nearest-even cast, bit for bit; NaN blocks give canonical NaN.
+    rng = np.random.default_rng(scale_exp + 40)
+    n, block = 5000, 32
+    q = rng.integers(-127, 128, n).astype(np.int8)
+    s = (rng.random(-(-n // block)) * 2.0 ** scale_exp * 4).astype(F32)
+    s[1] = np.nan
+    q0 = np.ones(len(NARROW_EDGES) * block, np.int8)  # each edge value: a block of q = 1
+    s0 = np.array(NARROW_EDGES, F32)
+    for qq, ss, want in ((q, s, q.astype(F32) * np.repeat(s, block)[:n]),
+                         (q0, s0, np.repeat(s0, block))):
+        finite = ~np.isnan(want)
+        h = np.empty(qq.size, np.float16)
+        pycomm.dequantize_int8(qq, ss, block_size=block, out=h)
+        with np.errstate(over="ignore"):
+            assert_same_bits(h[finite], want[finite].astype(np.float16))
+        assert np.all(h.view(np.uint16)[~finite] == 0x7E00)
+        if torch is not None:
+            b = torch.empty(qq.size, dtype=torch.bfloat16)
+            pycomm.dequantize_int8(qq, ss, block_size=block, out=b)
+            want_b = torch.from_numpy(want).to(torch.bfloat16)
+            f = torch.from_numpy(finite)
+            assert torch.equal(b.view(torch.int16)[f], want_b.view(torch.int16)[f])
+            assert torch.all(b.view(torch.int16)[~f] == 0x7FC0)
+
+
 # ---- stochastic rounding ---------------------------------------------------------
 
 def test_stochastic_reproducible():

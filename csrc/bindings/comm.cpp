@@ -184,6 +184,37 @@ class PyComm {
     return submit(a, async_op, std::move(keep));
   }
 
+  // compress="int8": x float32/float16/bfloat16, out (size * x elements)
+  // float32 or x's dtype; seed None = the op's number.
+  py::object allgather_int8(py::handle x, py::handle out, size_t block_size, bool stochastic,
+                            py::handle seed, bool async_op, double timeout) {
+    auto in = std::make_unique<HostBuffer>(x, "x", false);
+    int8_input(*in);
+    auto dst = std::make_unique<HostBuffer>(out, "out", true);
+    if (dst->dtype() != DType::kFloat32 && dst->dtype() != in->dtype())
+      throw py::type_error(std::string("out must be float32 or x's dtype (") + dtype_name(in->dtype()) +
+                           "), got " + dtype_name(dst->dtype()));
+    if (dst->count() != in->count() * size())
+      throw py::value_error(strprintf("allgather needs out.size == comm.size * x.size: x has %zu "
+                                      "elements, out %zu, comm.size is %d",
+                                      in->count(), dst->count(), size()));
+    aligned(*dst, "out");
+    // x may be this rank's part of out (FSDP's in-place form): each piece is
+    // quantized before its dequantized values land on it.
+    const auto* own = static_cast<const uint8_t*>(dst->data()) + rank() * in->nbytes();
+    if (!(dst->dtype() == in->dtype() && in->data() == own)) no_overlap(*in, *dst);
+    CollArgs a = args(Coll::kAllgatherInt8, *in, RedOp::kSum, timeout);
+    a.in = in->data();
+    a.out = dst->data();
+    a.count = in->count();
+    int8_args(a, block_size, stochastic, seed, py::none(), py::none(), 0, 0);
+    a.int8.out_dtype = dst->dtype();
+    std::vector<std::unique_ptr<HostBuffer>> keep;
+    keep.push_back(std::move(in));
+    keep.push_back(std::move(dst));
+    return submit(a, async_op, std::move(keep));
+  }
+
   // GPU buffers, described by the Python layer (pycomm/device.py), which
   // checked them: device pointers, element count per collectives.h, dtype and
   // op codes, the caller's stream. The caller keeps the tensors alive.
@@ -397,7 +428,7 @@ class PyComm {
   static void no_overlap(const HostBuffer& x, const HostBuffer& out) {
     auto x0 = reinterpret_cast<uintptr_t>(x.data()), o0 = reinterpret_cast<uintptr_t>(out.data());
     if (x0 < o0 + out.nbytes() && o0 < x0 + x.nbytes())
-      throw py::value_error("out overlaps x: pass separate buffers, or out=x for float32 in place");
+      throw py::value_error("out overlaps x: pass separate buffers (see the docstring for in place)");
   }
   // Fills a.int8; returns the residual buffers to keep alive with the op.
   std::vector<std::unique_ptr<HostBuffer>> int8_args(CollArgs& a, size_t block_size, bool stochastic,
@@ -553,6 +584,7 @@ void bind_comm(py::module_& m) {
       .def("collective_v", &PyComm::collective_v)
       .def("allreduce_int8", &PyComm::allreduce_int8)
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
+      .def("allgather_int8", &PyComm::allgather_int8)
       .def("int8_owned", &PyComm::int8_owned)
       .def("device_op", &PyComm::device_op)
       .def("device_allreduce_int8", &PyComm::device_allreduce_int8)

@@ -88,16 +88,17 @@ void py_dequantize(py::handle q_in, py::handle scales, long long block_size, py:
   expect(s, DType::kFloat32, kernels::quant_num_blocks(n, bs), "scales");
   expect_aligned(s, "scales");
   HostBuffer o(out, "out", /*writable=*/true);
-  expect(o, DType::kFloat32, n, "out");
+  const DType od = o.dtype();
+  const bool narrowed = !accumulate && (od == DType::kFloat16 || od == DType::kBFloat16);
+  expect(o, narrowed ? od : DType::kFloat32, n, "out");
   expect_aligned(o, "out");
   without_gil([&] {
     const auto* qp = static_cast<const int8_t*>(q.data());
     const auto* sp = static_cast<const float*>(s.data());
-    auto* op = static_cast<float*>(o.data());
     if (accumulate) {
-      kernels::dequantize_accumulate_int8(qp, sp, n, bs, op);
+      kernels::dequantize_accumulate_int8(qp, sp, n, bs, static_cast<float*>(o.data()));
     } else {
-      kernels::dequantize_int8(qp, sp, n, bs, op);
+      kernels::dequantize_int8_as(qp, sp, n, bs, od, o.data());
     }
   });
 }
@@ -167,7 +168,8 @@ void bind_quantize(py::module_& m) {
         "None) is added first and updated in place (error feedback).");
   m.def("_dequantize_int8", &py_dequantize, py::arg("q"), py::arg("scales"),
         py::arg("block_size"), py::arg("out"), py::arg("accumulate"),
-        "out = q * scale per block (float32); out += q * scale when accumulate.");
+        "out = q * scale per block (float32, or rounded to out's float16/bfloat16); "
+        "out += q * scale when accumulate (float32).");
   m.def("_reduce_requantize_int8", &py_reduce_requantize, py::arg("qs"), py::arg("scales"),
         py::arg("block_size"), py::arg("divisor"), py::arg("stochastic"), py::arg("seed"),
         py::arg("residual"), py::arg("q_out"), py::arg("scales_out"), py::arg("dense") = py::none(),

@@ -61,6 +61,11 @@ void allreduce_int8(OpContext& ctx, const void* in, float* out, size_t count, co
 void reduce_scatter_int8(OpContext& ctx, const void* in, float* out, size_t count, const Int8Args& a);
 // How many elements this rank owns in allreduce_int8 (its owner_residual's size).
 size_t allreduce_int8_owned(size_t count, int size, int rank, size_t block_size);
+// out (size * count elements of a.out_dtype: float32, or the input's float16
+// or bfloat16) = every rank's in, each part quantized once by its rank and
+// dequantized by all from the same bytes: bitwise identical on every rank
+// (allgather_int8.cpp). No error feedback.
+void allgather_int8(OpContext& ctx, const void* in, void* out, size_t count, const Int8Args& a);
 
 // The algorithm each of the functions above picks for one rank's block of
 // `bytes` on `size` ranks (operation.h: OpInfo::algorithm), for logs; each
@@ -71,6 +76,7 @@ const char* allgather_algorithm(size_t bytes, int size, const Tuning& tuning);
 const char* broadcast_algorithm(size_t bytes, int size, const Tuning& tuning);
 const char* barrier_algorithm(size_t bytes, int size, const Tuning& tuning);
 const char* int8_algorithm(size_t bytes, int size, const Tuning& tuning);
+const char* allgather_int8_algorithm(size_t bytes, int size, const Tuning& tuning);
 const char* alltoall_algorithm(size_t bytes, int size, const Tuning& tuning);
 const char* gather_algorithm(size_t bytes, int size, const Tuning& tuning);
 const char* scatter_algorithm(size_t bytes, int size, const Tuning& tuning);

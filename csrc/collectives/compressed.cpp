@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "collectives.h"
+#include "int8_packed.h"
 #include "int8_seeds.h"
 #include "../kernels/quantize_int8.h"
 #include "../kernels/reduce.h"
@@ -30,17 +31,7 @@ struct Slice {
   size_t begin = 0, length = 0;
 };
 
-size_t align64(size_t n) { return (n + 63) & ~size_t(63); }
-
-// One piece as it travels and is stored in scratch.
-struct Packed {
-  uint8_t* base;
-  size_t count, block_size;
-  size_t blocks() const { return kernels::quant_num_blocks(count, block_size); }
-  size_t bytes() const { return count ? blocks() * sizeof(float) + count : 0; }
-  float* scales() const { return reinterpret_cast<float*>(base); }
-  int8_t* q() const { return reinterpret_cast<int8_t*>(base + blocks() * sizeof(float)); }
-};
+using Packed = Int8Packed;  // one piece as it travels and is stored in scratch
 
 // Slices of whole blocks: block-aligned chunks of the blocks (allreduce).
 std::vector<Slice> block_slices(size_t count, int n, size_t block_size) {

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../common/dtype.h"
+
 namespace pycomm {
 
 // The numbers travel in frames: append, never renumber.
@@ -29,8 +31,9 @@ enum class Coll : uint8_t {
   kAllgatherV = 12,
   kReduceScatterV = 13,
   kAlltoallV = 14,
+  kAllgatherInt8 = 15,
 };
-constexpr uint8_t kNumColls = 15;  // one past the last
+constexpr uint8_t kNumColls = 16;  // one past the last
 
 // The int8 collectives' own arguments (compressed.cpp).
 struct Int8Args {
@@ -39,6 +42,7 @@ struct Int8Args {
   uint64_t seed = 0;
   float* worker_residual = nullptr;  // error feedback for this rank's whole input, or null
   float* owner_residual = nullptr;   // allreduce: for the quantized sum of the owned slice, or null
+  DType out_dtype = DType::kFloat32;  // allgather: float32, or the input's float16/bfloat16
 };
 
 // What one call hands its algorithm. Buffers are raw bytes of the op's dtype
@@ -89,7 +93,7 @@ struct OpInfo {
   const char* name;  // "allreduce": Python's name for it, and logs'
   bool reduces;      // takes a reduction op
   bool rooted;       // takes a root
-  bool int8;         // int8 on the wire (messages move in bytes), float32 out
+  bool int8;         // int8 on the wire (messages move in bytes); out float32 or Int8Args::out_dtype
   bool counts;       // takes OpArgs::counts (and recv_counts): the uneven forms
   bool in_place;     // out may be in (no out given: the result replaces x)
   Extent in, out;

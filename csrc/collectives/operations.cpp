@@ -58,6 +58,9 @@ constexpr OpInfo kOps[] = {
     {Coll::kAlltoallV, "alltoallv", false, false, false, true, false, E::kSum, E::kRecvSum, BusBw::kSpread,
      [](OpContext& c, const OpArgs& a) { alltoallv(c, a.in, a.out, a.counts, a.recv_counts); },
      alltoall_algorithm, nullptr},
+    {Coll::kAllgatherInt8, "allgather_int8", false, false, true, false, false, E::kCount, E::kRanks,
+     BusBw::kSpread, [](OpContext& c, const OpArgs& a) { allgather_int8(c, a.in, a.out, a.count, a.int8); },
+     allgather_int8_algorithm, nullptr},
 };
 constexpr size_t kNumOps = sizeof(kOps) / sizeof(kOps[0]);
 constexpr bool in_coll_order() {

@@ -44,6 +44,13 @@ void dequantize_int8(const int8_t* q, const float* scales, size_t count, size_t 
   quant_table()->dequant[0](q, scales, count, block_size, out);
 }
 
+void dequantize_int8_as(const int8_t* q, const float* scales, size_t count, size_t block_size,
+                        DType dtype, void* out) {
+  const int o = input_index(dtype);
+  if (count == 0 || o < 0 || !quant_block_size_ok(block_size)) return;
+  quant_table()->dequant_as[o](q, scales, count, block_size, out);
+}
+
 void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t count,
                                 size_t block_size, float* acc) {
   if (count == 0 || !quant_block_size_ok(block_size)) return;

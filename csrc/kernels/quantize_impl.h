@@ -41,6 +41,8 @@ using QuantFn = void (*)(const void* x, size_t count, size_t block_size, uint64_
 using DequantFn = void (*)(const int8_t* q, const float* scales, size_t count,
                            size_t block_size, float* out);
 using WidenFn = void (*)(const void* x, size_t count, const float* residual, float* out);
+using DequantAsFn = void (*)(const int8_t* q, const float* scales, size_t count, size_t block_size,
+                             void* out);
 
 // The sources of a compressed reduction's sum (sum_int8_sources).
 struct Int8Sources {
@@ -61,6 +63,7 @@ struct QuantTable {
   QuantFn quant[3][2][2];  // [float32, float16, bfloat16][feedback][stochastic]
   DequantFn dequant[2];    // [accumulate]
   WidenFn widen[3][2];     // [float32, float16, bfloat16][residual added]
+  DequantAsFn dequant_as[3];  // [float32, float16, bfloat16] out
   SumFn sum;
   ReduceRequantFn reduce_requant[2][2][2];  // [feedback][stochastic][dequant_out]
 };
@@ -112,6 +115,37 @@ struct InF16 {  // branch-free (vectorises), as F16::widen in reduce_impl.h
 struct InBF16 {
   using T = uint16_t;
   static float widen(uint16_t h) { return bits_f32(uint32_t(h) << 16); }
+};
+
+// ---- Outputs, narrowed from float32: round to nearest even, as numpy / torch --
+
+struct OutF32 {
+  using T = float;
+  static float narrow(float f) { return f; }
+};
+struct OutF16 {  // branch-free (vectorises); NaN -> 0x7E00, overflow -> +-Inf
+  using T = uint16_t;
+  static uint16_t narrow(float f) {
+    const uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
+    // Normal: rebias the exponent, round 23 mantissa bits to 10 (a carry
+    // into the exponent is right, up to Inf from 65520 on).
+    const uint32_t normal = (a - ((127u - 15u) << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+    // Below 2^-14: adding 0.5 (whose ulp is 2^-24, float16's subnormal step)
+    // rounds to nearest even in the FPU.
+    const uint32_t subnormal = f32_bits(bits_f32(a) + 0.5f) - f32_bits(0.5f);
+    uint32_t h = blend_bits(a < (113u << 23), subnormal, normal);
+    h = blend_bits(a >= (143u << 23), 0x7C00u, h);  // |f| >= 2^16, Inf
+    h = blend_bits(a > 0x7F800000u, 0x7E00u, h);    // NaN
+    return static_cast<uint16_t>(h | sign);
+  }
+};
+struct OutBF16 {  // NaN -> 0x7FC0, as torch
+  using T = uint16_t;
+  static uint16_t narrow(float f) {
+    const uint32_t u = f32_bits(f);
+    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return static_cast<uint16_t>(blend_bits((u & 0x7FFFFFFFu) > 0x7F800000u, 0x7FC0u, rounded));
+  }
 };
 
 // ---- Block maximum of |v|: NaN if any NaN, else +Inf if any Inf ----------
@@ -409,6 +443,20 @@ void dequantize_blocks(const int8_t* q, const float* scales, size_t count, size_
   }
 }
 
+// out[i] = narrow(q[i] * scale): a compressed all-gather's output in its dtype.
+template <class Out>
+void dequantize_blocks_as(const int8_t* q, const float* scales, size_t count, size_t block_size,
+                          void* outv) {
+  auto* out = static_cast<typename Out::T*>(outv);
+  for (size_t b0 = 0, blk = 0; b0 < count; b0 += block_size, ++blk) {
+    const size_t n = count - b0 < block_size ? count - b0 : block_size;
+    const float s = scales[blk];
+    const int8_t* qb = q + b0;
+    typename Out::T* ob = out + b0;
+    for (size_t j = 0; j < n; ++j) ob[j] = Out::narrow(static_cast<float>(qb[j]) * s);
+  }
+}
+
 // ---- Widen (a rank's own, unquantized contribution) ---------------------------
 
 template <class In, bool kResidual>
@@ -440,6 +488,8 @@ constexpr QuantTable kQuantTable = {
     {{quant::widen_blocks<quant::InF32, false>, quant::widen_blocks<quant::InF32, true>},
      {quant::widen_blocks<quant::InF16, false>, quant::widen_blocks<quant::InF16, true>},
      {quant::widen_blocks<quant::InBF16, false>, quant::widen_blocks<quant::InBF16, true>}},
+    {quant::dequantize_blocks_as<quant::OutF32>, quant::dequantize_blocks_as<quant::OutF16>,
+     quant::dequantize_blocks_as<quant::OutBF16>},
     quant::sum_sources,
     {{{quant::reduce_requantize_blocks<false, false, false>,
        quant::reduce_requantize_blocks<false, false, true>},

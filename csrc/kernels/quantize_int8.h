@@ -49,6 +49,11 @@ void quantize_int8(const void* x, DType dtype, size_t count, size_t block_size, 
 void dequantize_int8(const int8_t* q, const float* scales, size_t count, size_t block_size,
                      float* out);
 
+// The same, narrowed to dtype (float32, float16 or bfloat16; others do
+// nothing) with round-to-nearest-even, as numpy's and torch's casts.
+void dequantize_int8_as(const int8_t* q, const float* scales, size_t count, size_t block_size,
+                        DType dtype, void* out);
+
 // acc[i] += q[i] * scales[i / block_size]: the receive side of a compressed
 // reduction, without a float32 temporary (a product, then a sum: no FMA).
 void dequantize_accumulate_int8(const int8_t* q, const float* scales, size_t count,

@@ -116,7 +116,7 @@ class PycommBackend(Backend):
         elif op == "reduce_scatter":
             c.reduce_scatter(sendbuf, op=redop, out=recvbuf, **self.compress)
         elif op == "allgather":
-            c.allgather(sendbuf, out=recvbuf)
+            c.allgather(sendbuf, out=recvbuf, **self.compress)
         elif op == "broadcast":
             c.broadcast(recvbuf, root=0)
         elif op == "reduce":
@@ -139,6 +139,7 @@ class PycommBackend(Backend):
 
 class PycommInt8Backend(PycommBackend):
     """pycomm's compressed collectives: int8 on the wire, float32 in and out."""
+    OPS = ("allreduce", "reduce_scatter", "allgather")
     name = "pycomm-int8"
     lossy = True
 
@@ -147,10 +148,10 @@ class PycommInt8Backend(PycommBackend):
         self.compress = {"compress": "int8", "block_size": block_size}
 
     def unsupported(self, op, dtype, redop):
-        if op not in ("allreduce", "reduce_scatter"):
+        if op not in self.OPS:
             return f"no compressed {op}"
-        if dtype != "float32" or redop not in ("sum", "avg"):
-            return "compression is measured on float32 sum/avg"
+        if dtype != "float32" or redop not in ("sum", "avg", "none"):
+            return "compression is measured on float32 (sum/avg)"
         return None
 
     def allreduce_array(self, values, redop):

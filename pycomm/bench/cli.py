@@ -20,7 +20,7 @@ import tempfile
 from pycomm.operations import OPERATIONS
 
 from . import report
-from .backends import BACKENDS, LIBRARIES, OPS
+from .backends import BACKENDS, LIBRARIES, OPS, PycommInt8Backend
 from .data import DTYPES, FLOATS, REDOPS, DataSpec
 from .runner import sweep
 from .world import World, under_mpirun
@@ -76,7 +76,8 @@ def parser():
     p.add_argument("--transport", choices=("auto", "shm", "tcp", "mpi"),
                    help="pycomm transport (default auto; mpi: under mpirun only)")
     p.add_argument("--compress", choices=("int8",),
-                   help="measure pycomm's compressed collective (library pycomm-int8; float32, sum/avg); "
+                   help="measure pycomm's compressed collective (library pycomm-int8; float32; allreduce, "
+                        "reduce_scatter (sum/avg) or allgather); "
                         "algbw counts the uncompressed bytes")
     p.add_argument("--block-size", type=int, default=64, help="int8 quantization block (default 64)")
     p.add_argument("--timeout", type=float, help="with -n: stop everything after this many seconds")
@@ -99,9 +100,10 @@ def validate(p, args):
         if getattr(args, n) is not None and getattr(args, n) < (1 if n == "iters" else 0):
             p.error(f"--{n} is too small")
     if args.compress:
-        if args.op not in ("allreduce", "reduce_scatter") or args.datatype != "float32" \
-                or args.redop not in ("sum", "avg"):
-            p.error("--compress int8 measures allreduce or reduce_scatter of float32 with -o sum or avg")
+        if args.op not in PycommInt8Backend.OPS or args.datatype != "float32" \
+                or (OPERATIONS[args.op]["reduces"] and args.redop not in ("sum", "avg")):
+            p.error("--compress int8 measures allreduce, reduce_scatter (-o sum or avg) or allgather "
+                    "of float32")
         if args.library == "pycomm":
             args.library = "pycomm-int8"
     args.libraries = list(dict.fromkeys([args.library, *args.compare]))

@@ -179,23 +179,30 @@ def check(op, spec, rank, out, count, root=0):
 
 
 def error_sums(op, spec, rank, out, count):
-    """For a lossy (compressed) allreduce/reduce_scatter: [sum of squared errors,
-    sum of squared reference values, largest absolute error, element count,
-    non-finite outputs] of this rank's output, against the float64 reduction."""
+    """For a lossy (compressed) allreduce/reduce_scatter/allgather: [sum of
+    squared errors, sum of squared reference values, largest absolute error,
+    element count, non-finite outputs] of this rank's output, against the
+    float64 reduction (allgather: every rank's input as it was)."""
+    n = spec.nranks
     sse = ssr = worst = 0.0
     nonfinite = 0
     off = rank * count if op == "reduce_scatter" else 0
     for a, b in _slices(count):
-        xs = [to_reference(spec.inputs(r, off + a, off + b), spec.dtype) for r in range(spec.nranks)]
-        expected, _ = spec.reduce(xs)
-        got = to_reference(out[a:b], spec.dtype)
-        finite = np.isfinite(got)
-        nonfinite += int(np.count_nonzero(~finite))
-        err = np.abs(got[finite] - expected[finite])
-        sse += float(np.sum(err ** 2))
-        ssr += float(np.sum(expected ** 2))
-        worst = max(worst, float(err.max(initial=0.0)))
-    return [sse, ssr, worst, float(count), float(nonfinite)]
+        if op == "allgather":
+            pairs = [(out[r * count + a:r * count + b], to_reference(spec.inputs(r, a, b), spec.dtype))
+                     for r in range(n)]
+        else:
+            xs = [to_reference(spec.inputs(r, off + a, off + b), spec.dtype) for r in range(n)]
+            pairs = [(out[a:b], spec.reduce(xs)[0])]
+        for part, expected in pairs:
+            got = to_reference(part, spec.dtype)
+            finite = np.isfinite(got)
+            nonfinite += int(np.count_nonzero(~finite))
+            err = np.abs(got[finite] - expected[finite])
+            sse += float(np.sum(err ** 2))
+            ssr += float(np.sum(expected ** 2))
+            worst = max(worst, float(err.max(initial=0.0)))
+    return [sse, ssr, worst, float(count * (n if op == "allgather" else 1)), float(nonfinite)]
 
 
 def digest(array):
