@@ -117,6 +117,11 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         """Whether an op of nbytes runs on pycomm's worker thread (completion.py)."""
         return self._overlap is not None and nbytes >= self._overlap
 
+    def _pending_work(self, native, result):
+        """The Work of `native`, an op submitted with async_op=True: completed
+        by the group's completion thread, or by wait() on the op itself."""
+        return Work(result, pending=self._completer.add(native), native=native)
+
     def _future(self, native, value, then=None):
         """A torch Future for `native`, an op submitted with async_op=True: set
         on the completion thread to `value` once the op is done and then() ran,
@@ -164,7 +169,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
                     return Work(tensors, error=e)
                 if not overlap:
                     return Work(tensors)
-                return Work(tensors, pending=self._completer.add(native), native=native)
+                return self._pending_work(native, tensors)
         return self._run(tensors, self._allreduce_list, tensors, OP_NAMES[code])
 
     def _allreduce_list(self, tensors, op, factor=None):
