@@ -18,6 +18,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 import pycomm.torch  # noqa: F401  registers "pycomm"
+from pycomm.torch import fsdp
 
 warnings.filterwarnings("ignore")
 
@@ -27,7 +28,7 @@ def mlp(width, layers):
     return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(width, width), nn.ReLU())])
 
 
-def sharded(width, layers, group, mp):
+def sharded(width, layers, group, mp, compress=None, error_feedback=True):
     model = mlp(width, layers)
     kw = {"mesh": DeviceMesh.from_group(group, "cpu")}
     if mp:
@@ -36,6 +37,9 @@ def sharded(width, layers, group, mp):
         if isinstance(m, nn.Linear):
             fully_shard(m, **kw)
     fully_shard(model, **kw)
+    if compress:
+        fsdp.compress(model, weights="int8" if "weights" in compress else None,
+                      grads="int8" if "grads" in compress else None, error_feedback=error_feedback)
     return model, torch.optim.SGD(model.parameters(), lr=1e-3)
 
 
@@ -55,7 +59,12 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--mp", action="store_true", help="bf16 parameters, fp32 gradient reduction")
+    ap.add_argument("--compress", type=lambda v: set(v.split(",")), default=set(),
+                    help="weights,grads: also pycomm with those in int8")
+    ap.add_argument("--loss-steps", type=int, default=0, help="also train this many steps and print the losses")
     a = ap.parse_args()
+    if not a.compress <= {"weights", "grads"}:
+        ap.error("--compress takes weights, grads or weights,grads")
     # The world (barriers, the timing reductions) is pycomm's, as in ddp_step.py: a
     # gloo worker thread lets its last op's tensors go after the op completes,
     # and one still doing so as Python exits is std::terminate (torch's
@@ -64,10 +73,13 @@ def main():
     r, n = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     groups = {"gloo": dist.new_group(backend="gloo"), "pycomm": dist.group.WORLD}
+    configs = {name: (grp, None) for name, grp in groups.items()}
+    if a.compress:
+        configs["pycomm " + "+".join(sorted(a.compress, reverse=True))] = (dist.group.WORLD, a.compress)
     g = torch.Generator().manual_seed(r)
     x, y = torch.randn(a.batch, a.width, generator=g), torch.randn(a.batch, a.width, generator=g)
-    runs = {name: sharded(a.width, a.layers, grp, a.mp) for name, grp in groups.items()}
-    times = {name: [] for name in groups}
+    runs = {name: sharded(a.width, a.layers, grp, a.mp, comp) for name, (grp, comp) in configs.items()}
+    times = {name: [] for name in runs}
     losses = {}
     for name, (model, opt) in runs.items():
         step(model, opt, x, y)  # warm-up
@@ -102,12 +114,47 @@ def main():
         print(f"# step time: median of {a.rounds} x {a.steps} steps, the slowest rank's; "
               f"compute: the busiest rank's unsharded forward+backward alone")
         extra = {k: max(v - c.item(), 1e-9) for k, v in med.items()}
-        print(f"{'':8}{'step':>9}    {'step - compute':>14}   last loss")
-        print(f"gloo    {med['gloo'] * 1e3:9.1f} ms {extra['gloo'] * 1e3:11.1f} ms   {losses['gloo']:.6f}")
-        print(f"pycomm  {med['pycomm'] * 1e3:9.1f} ms {extra['pycomm'] * 1e3:11.1f} ms   {losses['pycomm']:.6f}   "
-              f"step {med['gloo'] / med['pycomm']:.2f}x gloo, above compute {extra['gloo'] / extra['pycomm']:.2f}x gloo")
-        print(f"compute {c.item() * 1e3:9.1f} ms   (no communication)")
+        w = max(len(k) for k in med) + 2
+        print(f"{'':{w}}{'step':>9}    {'step - compute':>14}   last loss")
+        for k in med:
+            ratios = "" if k == "gloo" else (f"   step {med['gloo'] / med[k]:.2f}x gloo, above compute "
+                                             f"{extra['gloo'] / extra[k]:.2f}x gloo")
+            if k not in ("gloo", "pycomm"):
+                ratios += f", step {med['pycomm'] / med[k]:.2f}x pycomm float32"
+            print(f"{k:{w}}{med[k] * 1e3:9.1f} ms {extra[k] * 1e3:11.1f} ms   {losses[k]:.6f}{ratios}")
+        print(f"{'compute':{w}}{c.item() * 1e3:9.1f} ms   (no communication)")
+    if a.loss_steps:
+        loss_curves(a, configs, x, r)
     dist.destroy_process_group()
+
+
+def loss_curves(a, configs, x, r):
+    """Each configuration trained a.loss_steps steps from the same start to fit
+    a fixed random teacher (tanh of a linear map) on each rank's batch; the
+    loss averaged over ranks, every tenth of the run."""
+    teacher = torch.randn(a.width, a.width, generator=torch.Generator().manual_seed(12345)) / a.width ** 0.5
+    y = torch.tanh(x @ teacher)
+    curves = {}
+    runs = [(name, grp, comp, True) for name, (grp, comp) in configs.items() if name != "gloo"]  # gloo: pycomm's arithmetic
+    if "grads" in a.compress:
+        runs += [(name + ", no feedback", grp, comp, False) for name, grp, comp, _ in runs if comp]
+    for name, grp, comp, feedback in runs:
+        model, _ = sharded(a.width, a.layers, grp, a.mp, comp, feedback)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        losses = torch.tensor([step(model, opt, x, y) for _ in range(a.loss_steps)], dtype=torch.float64)
+        dist.all_reduce(losses)
+        curves[name] = (losses / dist.get_world_size()).tolist()
+    if r == 0:
+        names = list(curves)
+        print(f"# loss over {a.loss_steps} steps (Adam lr 1e-3, each rank's batch fixed, a tanh teacher's "
+              "targets), mean of the ranks")
+        w = max(len(k) for k in names) + 2
+        print("step " + "".join(f"{k:>{w}}" for k in names))
+        for i in sorted(set(range(0, a.loss_steps, max(1, a.loss_steps // 10))) | {a.loss_steps - 1}):
+            print(f"{i + 1:4d} " + "".join(f"{curves[k][i]:{w}.6f}" for k in names))
+        base = curves["pycomm"][-1]
+        for k in names[1:]:
+            print(f"# {k}: final loss {curves[k][-1]:.6f}, {100 * (curves[k][-1] - base) / base:+.3f}% vs float32")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,9 @@ def test_dtensor_and_tensor_parallel(n):
 
 
 @pytest.mark.parametrize("script,args", [("pipeline_step.py", ["--activation-mib", "1"]),
-                                         ("fsdp_step.py", ["--width", "64", "--mp"])])
+                                         ("fsdp_step.py", ["--width", "64", "--mp"]),
+                                         ("fsdp_step.py", ["--width", "64", "--compress", "weights,grads",
+                                                           "--loss-steps", "3"])])
 def test_bench_step_scripts(script, args):
     # bench/pipeline_step.py and bench/fsdp_step.py end to end, small: both backends and the compute row print.
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
