@@ -122,6 +122,9 @@ def _on_gpu(x, out):
     return device.describe(x) is not None or (out is not None and device.describe(out, "out") is not None)
 
 
+_SUM_AVG = {op_code("sum"): "sum", op_code("avg"): "avg"}
+
+
 def _gpu_uncompressed(compress):
     if compress is not None:
         raise ValueError("compress='int8' of GPU buffers is available for allreduce only")
@@ -199,7 +202,7 @@ class Communicator:
         self._native = _C.Communicator(rank, size, kind, allgather, opts)
         self._group = None  # the ops of an open `with comm.group()` block
         self._hosts = hosts
-        self._hierarchy = None  # made by the first allreduce that uses it
+        self._hierarchy = None  # made by the first op that uses it
         self._hierarchical = not flat and hierarchy.wanted(hosts)
         self.rank = rank
         self.size = size
@@ -337,6 +340,13 @@ class Communicator:
         else:
             block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
                                                          error_feedback)
+            if (self._hierarchical and not async_op and hierarchy.suitable_reduce_scatter(x, out)
+                    and x.size == self.size * out.size and op_code(op) in _SUM_AVG):
+                if self._hierarchy is None:
+                    self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
+                return self._hierarchy.reduce_scatter_int8(
+                    x, out, _SUM_AVG[op_code(op)], timeout, block_size=block_size, stochastic=stochastic,
+                    seed=seed, error_feedback=error_feedback)
             layout = {"op": "reduce_scatter", "count": _size_of(x), "world_size": self.size,
                       "rank": self.rank, "block_size": block_size, "device": "cpu"}
             w = _residuals(error_feedback, layout, 0, lambda worker, _: self._native.reduce_scatter_int8(

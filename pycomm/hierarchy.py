@@ -1,15 +1,24 @@
-"""Hierarchical allreduce for several ranks per host on several hosts:
-reduce-scatter inside each host over shared memory, allreduce of each slice
-across hosts (local rank j of every host together, so all of a host's ranks
-drive its link), allgather inside the host. Each host link carries 2(H-1)/H
-of the data instead of the flat ring's 2(n-1)/n, with n = H x L ranks:
-1.5x less at 2 hosts x 2 ranks.
+"""Hierarchical collectives for several ranks per host on several hosts.
 
-Chosen for blocking host allreduces when there is more than one host and
-every host has the same number (> 1) of ranks; PYCOMM_HIERARCHICAL=0 turns it
-off, =1 asks for it (an error where the placement does not allow it). The
-sub-communicators are made on first use, by every rank together (allreduce
-is collective, and every rank decides from the same host list).
+Allreduce: reduce-scatter inside each host over shared memory, allreduce of
+each slice across hosts (local rank j of every host together, so all of a
+host's ranks drive its link), allgather inside the host. Each host link
+carries 2(H-1)/H of the data instead of the flat ring's 2(n-1)/n, with
+n = H x L ranks: 1.5x less at 2 hosts x 2 ranks.
+
+Compressed (int8) reduce-scatter (ZeRO++'s hpZ/qgZ idea): a float32
+reduce-scatter inside each host first, so local rank j holds its host's sum
+of the blocks of every host's rank j; then the int8 two-shot across hosts
+among the ranks j, which rounds each host's partial sum once on the slow
+link. A host link carries about (H-1)/H x N/L int8 bytes per rank instead of
+the flat two-shot's (n-L)/n x N: 2x less at 2 hosts x 2 ranks; and H-1
+quantized terms enter each sum instead of n-1.
+
+Chosen for blocking host ops when there is more than one host and every
+host has the same number (> 1) of ranks; PYCOMM_HIERARCHICAL=0 turns it off,
+=1 asks for it (an error where the placement does not allow it). The
+sub-communicators are made on first use, by every rank together (the ops are
+collective, and every rank decides from the same host list).
 """
 import os
 
@@ -64,19 +73,30 @@ def suitable(x, out):
     return ok(x, False) and ok(out, True) and out.dtype == x.dtype and out.size == x.size
 
 
+def suitable_reduce_scatter(x, out):
+    """float32 numpy x and out (size x out.size elements) for the compressed
+    reduce-scatter; anything else takes the flat two-shot."""
+    return (isinstance(x, np.ndarray) and isinstance(out, np.ndarray) and x.dtype == np.float32
+            and out.dtype == np.float32 and x.flags.c_contiguous and out.flags.c_contiguous
+            and out.flags.writeable)
+
+
 class Hierarchy:
     def __init__(self, comm, hosts):
         from .communicator import Communicator  # the layers above this one
 
         (grid, self.nhosts, self.local) = placement(hosts)
         host, local = grid[comm.rank]
+        self.size = comm.size
+        rank_of = {hl: r for r, hl in enumerate(grid)}
+        self._host_ranks = [[rank_of[(h, j)] for j in range(self.local)] for h in range(self.nhosts)]
         self.piece_bytes = int(os.environ.get("PYCOMM_HIERARCHY_PIECE_BYTES", PIECE_BYTES))
         if self.piece_bytes < 1:
             raise ValueError(f"PYCOMM_HIERARCHY_PIECE_BYTES must be positive, got {self.piece_bytes}")
         kw = {"timeout": comm.timeout, "options": {"flat": True, "p2p": 0}}  # its parts run allreduce only
         self.intra = Communicator(local, self.local, comm.store, name=f"{comm.name}/host{host}", **kw)
         self.inter = Communicator(host, self.nhosts, comm.store, name=f"{comm.name}/slice{local}", **kw)
-        log.info(comm, f"allreduce: hierarchical, {self.nhosts} hosts x {self.local} ranks "
+        log.info(comm, f"hierarchical allreduce and int8 reduce_scatter: {self.nhosts} hosts x {self.local} ranks "
                        f"(inside hosts over {self.intra.transport}, across over {self.inter.transport})")
 
     def allreduce(self, x, out, op, timeout):
@@ -113,6 +133,31 @@ class Hierarchy:
             work.wait()
         if padded:
             out.reshape(-1)[...] = buf[:count]
+        return out
+
+    def reduce_scatter_int8(self, x, out, op, timeout, **int8):
+        """out = block `rank` of the reduction of x (float32 numpy arrays that
+        suitable_reduce_scatter() accepted), int8 across hosts only; int8:
+        block_size, stochastic, seed, error_feedback (of the part that
+        crosses hosts: H blocks)."""
+        count = out.size
+        blocks = x.reshape(self.size, count)
+        partial = np.empty((self.nhosts, count), np.float32)
+        # Host h's ranks' blocks, reduced inside this host: local rank j gets
+        # the sum for host h's rank j (straight from x where those ranks are
+        # numbered consecutively, as launchers do).
+        works = []
+        for h, ranks in enumerate(self._host_ranks):
+            first = ranks[0]
+            src = blocks[first:first + self.local] if ranks == list(range(first, first + self.local)) \
+                else blocks[ranks]
+            works.append(self.intra.reduce_scatter(src.reshape(-1), "sum", out=partial[h], timeout=timeout,
+                                                   async_op=True))
+        for w in works:
+            w.wait()
+        self.inter.reduce_scatter(partial.reshape(-1), "sum", out=out, timeout=timeout, compress="int8", **int8)
+        if op == "avg":
+            np.divide(out, np.float32(self.size), out=out)
         return out
 
     def close(self):

@@ -11,7 +11,7 @@ Exit status non-zero on the first wrong result."""
 import numpy as np
 
 import pycomm
-from pycomm import _C
+from pycomm import _C, hierarchy
 from common import check_identical, comm_from_env, log
 
 SEED = 4321
@@ -127,14 +127,44 @@ def check_allreduce(comm, count, dtype, op, block):
     return err
 
 
+def simulate_hierarchical_reduce_scatter(xs, op, block, rank, count, hosts):
+    """Several hosts x L ranks (hierarchy.py): each host's float32 sum of the
+    block (exact to simulate for L = 2: a + b is b + a), then the two-shot
+    across hosts on those sums, the rank's own host's unquantized."""
+    grid, nhosts, local = hierarchy.placement(hosts)
+    h = grid[rank][0]
+    lo, hi = rank * count, (rank + 1) * count
+    sums = [None] * nhosts
+    for p, (hp, _) in enumerate(grid):
+        part = widened(xs[p][lo:hi]).astype(np.float32)
+        sums[hp] = part if sums[hp] is None else sums[hp] + part
+    acc = None
+    for hp, part in enumerate(sums):
+        if hp != h:
+            q, s = pycomm.quantize_int8(part, block_size=block)
+            part = pycomm.dequantize_int8(q, s, block_size=block)
+        acc = part if acc is None else acc + part
+    return acc / np.float32(len(xs)) if op == "avg" else acc
+
+
 def check_reduce_scatter(comm, count, dtype, op, block):
     n, r = comm.size, comm.rank
     xs = inputs(n, count * n, dtype)
     what = f"int8 reduce_scatter {dtype} {op} count={count} block={block}"
-    want = simulate_reduce_scatter(xs, op, block, r, count)
+    if comm._hierarchical and dtype == "float32":  # float32 numpy: the hierarchical path
+        assert hierarchy.placement(comm.hosts)[2] == 2, "the simulation is exact for 2 ranks per host"
+        want = simulate_hierarchical_reduce_scatter(xs, op, block, r, count, comm.hosts)
+    else:
+        want = simulate_reduce_scatter(xs, op, block, r, count)
     got = comm.reduce_scatter(xs[r], op=op, compress="int8", block_size=block)
     assert got.dtype == np.float32 and got.size == count, what
     assert np.array_equal(got.view(np.int32), want.view(np.int32)), what + ": differs from the simulation"
+    if comm._hierarchical and dtype == "float32" and count >= 1000:  # no worse than the flat two-shot
+        ref = np.sum([x[r * count:(r + 1) * count].astype(np.float64) for x in xs], axis=0)
+        ref = ref / n if op == "avg" else ref
+        flat = simulate_reduce_scatter(xs, op, block, r, count)
+        assert rel_rms(got, ref) <= rel_rms(flat, ref), \
+            f"{what}: hierarchical error {rel_rms(got, ref):.4%} > flat {rel_rms(flat, ref):.4%}"
     if dtype == "float32":  # in place: out is this rank's block of x
         x = xs[r].copy()
         comm.reduce_scatter(x, op=op, compress="int8", block_size=block, out=x[r * count:(r + 1) * count])
