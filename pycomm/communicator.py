@@ -14,7 +14,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
-from . import device, hierarchy, log
+from . import device, flight, hierarchy, log
 from .error_feedback import ErrorFeedback
 from .group import Group
 from .operations import ALLREDUCE, OPERATIONS, ROWS, elems, per_rank, present
@@ -49,7 +49,7 @@ _TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "sl
                 "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us",
                 "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes", "PYCOMM_MPI_CHUNK_BYTES": "mpi_chunk_bytes",
                 "PYCOMM_MPI_SLOTS": "mpi_slots", "PYCOMM_MPI_EAGER_BYTES": "mpi_eager_bytes",
-                "PYCOMM_MPI_CHANNEL_BYTES": "mpi_channel_bytes"}
+                "PYCOMM_MPI_CHANNEL_BYTES": "mpi_channel_bytes", "PYCOMM_FLIGHT_RECORDER": "flight_recorder"}
 
 
 def _env_tuning():
@@ -207,6 +207,7 @@ class Communicator:
         self.rank = rank
         self.size = size
         self.transport = kind
+        flight.register(self)
         log.info(self, f"transport {kind}, {size} ranks on {len(set(hosts))} host(s), "
                        f"{opts['local_ranks']} on this one; one-step direct algorithms up to "
                        f"{opts.get('direct_max_bytes', 32 << 10)} bytes per rank block, ring/chain above")
@@ -624,6 +625,18 @@ class Communicator:
     def device_path(self):
         """How GPU buffers travel: CUDA IPC staging on one host, pinned host staging across hosts."""
         return self._native.device_path()
+
+    def flight_record(self):
+        """The flight recorder's entries, oldest first (pycomm/flight.py): dicts
+        of seq, operation, dtype, count, op, root, block_size, device, state
+        (scheduled, started, completed, failed), queued_ns / started_ns /
+        ended_ns (wall clock) and error. Empty with PYCOMM_FLIGHT_RECORDER=0."""
+        return self._native.flight_record()
+
+    def dump_flight_record(self, path=None):
+        """Writes flight_record() in the format torch's flight recorder
+        analyzer reads, to `path` or into PYCOMM_FLIGHT_DIR; returns the file."""
+        return flight.dump(self, path)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -25,6 +25,9 @@ namespace py = pybind11;
 namespace pycomm {
 namespace {
 
+// The flight recorder's default size (PYCOMM_FLIGHT_RECORDER; 0: off).
+constexpr size_t kFlightEntries = 2000;
+
 class PyComm {
  public:
   PyComm(int rank, int size, const std::string& transport, py::function allgather_fn,
@@ -78,7 +81,8 @@ class PyComm {
     }
     tuning_ = tuning;
     comm_ = std::make_unique<Communicator>(std::move(tr), tuning, std::move(p2p_tr),
-                                           o.get_size("p2p_eager_bytes", 32 << 10));
+                                           o.get_size("p2p_eager_bytes", 32 << 10),
+                                           o.get_size("flight_recorder", kFlightEntries));
   }
 
   int rank() const { return comm_->rank(); }
@@ -297,6 +301,30 @@ class PyComm {
   }
 
   std::string device_path() { return comm_->device_path(); }
+
+  // The flight recorder's entries, oldest first: dicts of plain values.
+  py::list flight_record() const {
+    py::list out;
+    for (const FlightEntry& e : comm_->flight_record()) {
+      const OpStamp& s = e.stamp;
+      py::dict d;
+      d["seq"] = s.seq;
+      d["operation"] = op_info(s.coll).name;
+      d["dtype"] = dtype_name(s.dtype);
+      d["count"] = s.count;
+      d["op"] = op_info(s.coll).reduces ? py::object(py::str(redop_name(s.op))) : py::object(py::none());
+      d["root"] = op_info(s.coll).rooted ? py::object(py::int_(s.root)) : py::object(py::none());
+      d["block_size"] = op_info(s.coll).int8 ? py::object(py::int_(s.block_size)) : py::object(py::none());
+      d["device"] = s.device;
+      d["state"] = flight_state_name(e.state);
+      d["queued_ns"] = e.queued_ns;
+      d["started_ns"] = e.started_ns ? py::object(py::int_(e.started_ns)) : py::object(py::none());
+      d["ended_ns"] = e.ended_ns ? py::object(py::int_(e.ended_ns)) : py::object(py::none());
+      d["error"] = e.error.empty() ? py::object(py::none()) : py::object(py::str(e.error));
+      out.append(d);
+    }
+    return out;
+  }
 
   // For PYCOMM_DEBUG: what an op of `coll` moving `bytes` per rank block runs.
   std::string algorithm(const std::string& coll, size_t bytes) const {
@@ -585,6 +613,7 @@ void bind_comm(py::module_& m) {
       .def("allreduce_int8", &PyComm::allreduce_int8)
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
       .def("allgather_int8", &PyComm::allgather_int8)
+      .def("flight_record", &PyComm::flight_record)
       .def("int8_owned", &PyComm::int8_owned)
       .def("device_op", &PyComm::device_op)
       .def("device_allreduce_int8", &PyComm::device_allreduce_int8)

@@ -7,9 +7,10 @@
 namespace pycomm {
 
 Communicator::Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning,
-                           std::unique_ptr<Transport> p2p_transport, size_t p2p_eager_bytes)
+                           std::unique_ptr<Transport> p2p_transport, size_t p2p_eager_bytes,
+                           size_t flight_entries)
     : rank_(transport->rank()), size_(transport->size()), transport_(std::move(transport)),
-      tuning_(tuning) {
+      tuning_(tuning), flight_(flight_entries) {
   if (p2p_transport) {
     const bool same_host = std::strcmp(p2p_transport->name(), "shm") == 0;
     p2p_ = std::make_shared<P2PEngine>(std::move(p2p_transport), p2p_eager_bytes, same_host);
@@ -37,28 +38,33 @@ std::string Communicator::device_path() {
   return device_ ? device_->describe() : "GPU path not started";
 }
 
-void Communicator::execute(Op& op) {
-  const CollArgs& a = op.args;
+OpStamp Communicator::stamp_of(const CollArgs& a, uint64_t seq) const {
   OpStamp stamp;
-  stamp.seq = op.seq;
+  stamp.seq = seq;
   stamp.coll = a.coll;
   stamp.dtype = a.dtype;
   stamp.op = a.op;
   stamp.root = a.root;
   stamp.count = stamp_count(op_info(a.coll), a, size_);
   stamp.device = a.device;
+  if (op_info(a.coll).int8) stamp.block_size = static_cast<uint32_t>(a.int8.block_size);
+  return stamp;
+}
+
+void Communicator::execute(Op& op) {
+  const CollArgs& a = op.args;
+  const OpStamp& stamp = op.stamp;
   const OpInfo& info = op_info(a.coll);
   OpArgs args = a;
-  if (info.int8) {
-    stamp.block_size = static_cast<uint32_t>(args.int8.block_size);
-    if (a.seed_from_seq) args.int8.seed = op.seq;
-  }
+  if (info.int8 && a.seed_from_seq) args.int8.seed = op.stamp.seq;
+  if (!op.inline_run) flight_.started(stamp.seq);
   {
     std::lock_guard<std::mutex> lk(broken_mu_);
     if (broken_) {
-      op.work->fail(ErrorKind::kAborted,
-                    strprintf("[rank %d] %s not run: the communicator failed earlier: %s", rank_,
-                              describe(stamp).c_str(), broken_msg_.c_str()));
+      const std::string msg = strprintf("[rank %d] %s not run: the communicator failed earlier: %s", rank_,
+                                        describe(stamp).c_str(), broken_msg_.c_str());
+      flight_.ended(stamp.seq, false, msg);
+      op.work->fail(ErrorKind::kAborted, msg);
       return;
     }
   }
@@ -82,6 +88,7 @@ void Communicator::execute(Op& op) {
     } catch (const std::exception& e) {  // e.g. from the CUDA layer
       throw CommError(ErrorKind::kComm, e.what());
     }
+    flight_.ended(stamp.seq, true, std::string());
     op.work->finish();
   } catch (const CommError& e) {
     // A peer's abort already names its origin; a local failure gets this op's
@@ -100,6 +107,7 @@ void Communicator::execute(Op& op) {
       }
     }
     if (!e.from_peer()) transport_->abort_peers(e.kind(), msg);
+    flight_.ended(stamp.seq, false, msg);
     op.work->fail(e.kind(), msg);
   }
 }
@@ -107,9 +115,11 @@ void Communicator::execute(Op& op) {
 std::shared_ptr<Work> Communicator::submit(const CollArgs& args, bool async) {
   std::unique_lock<std::mutex> lk(mu_);
   if (closed_ || stopping_) throw CommError(ErrorKind::kValue, "the communicator is closed");
-  Op op{args, next_seq_++, std::make_shared<Work>()};
+  Op op{args, stamp_of(args, next_seq_++), std::make_shared<Work>()};
   std::shared_ptr<Work> work = op.work;
-  if (!async && queue_.empty() && !running_) {
+  op.inline_run = !async && queue_.empty() && !running_;
+  flight_.queued(op.stamp, op.inline_run);
+  if (op.inline_run) {
     running_ = true;  // inline: nothing may start until we are done
     lk.unlock();
     execute(op);

@@ -17,6 +17,7 @@
 #include "../collectives/device.h"
 #include "../p2p/p2p_engine.h"
 #include "../transport/transport.h"
+#include "flight_recorder.h"
 #include "work.h"
 
 namespace pycomm {
@@ -40,8 +41,10 @@ struct CollArgs : OpArgs {
 class Communicator {
  public:
   // p2p_transport: the point-to-point engine's own links (null: none).
+  // flight_entries: the flight recorder's size (flight_recorder.h; 0: off).
   Communicator(std::unique_ptr<Transport> transport, const Tuning& tuning,
-               std::unique_ptr<Transport> p2p_transport = nullptr, size_t p2p_eager_bytes = 32 << 10);
+               std::unique_ptr<Transport> p2p_transport = nullptr, size_t p2p_eager_bytes = 32 << 10,
+               size_t flight_entries = 0);
   // (p2p_transport over shared memory: its peers' memory is read directly.)
   ~Communicator();
 
@@ -64,6 +67,9 @@ class Communicator {
   // How GPU buffers travel (after the first GPU op).
   std::string device_path();
 
+  // The flight recorder's entries, oldest first (empty when it is off).
+  std::vector<FlightEntry> flight_record() const { return flight_.snapshot(); }
+
   // Waits for queued ops, stops the worker and releases the transport.
   void close();
   // Fails the running and queued ops and tells every peer to stop.
@@ -72,9 +78,11 @@ class Communicator {
  private:
   struct Op {
     CollArgs args;
-    uint64_t seq;
+    OpStamp stamp;  // what every rank must agree on, with the op's sequence number
     std::shared_ptr<Work> work;
+    bool inline_run = false;  // run by submit() on the caller's thread
   };
+  OpStamp stamp_of(const CollArgs& a, uint64_t seq) const;
   void execute(Op& op);  // runs one op, records its outcome in op.work
   void worker_loop();
   void fail_broken(Op& op);
@@ -83,6 +91,7 @@ class Communicator {
   std::unique_ptr<Transport> transport_;
   std::shared_ptr<P2PEngine> p2p_;
   Tuning tuning_;
+  FlightRecorder flight_;
   Scratch scratch_;
   PeerProgress progress_;
   std::mutex device_mu_;

@@ -39,6 +39,7 @@ import torch
 
 import pycomm
 
+from . import communicator
 from .tensors import host_view, op_name, premul_factor
 from .work import Work
 
@@ -52,11 +53,6 @@ except ImportError:  # torch without FSDP2's custom comms: compress() says so
     AllGather = ReduceScatter = object
 
 COMPRESSED = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _group_comm(group):
-    from . import communicator  # raises TypeError, naming the backend, for a group not "pycomm"
-    return group, communicator(group)
 
 
 def _host(t, what):
@@ -77,7 +73,7 @@ class Int8AllGather(_Alloc, AllGather):
         self.block_size = block_size
 
     def __call__(self, output_tensor, input_tensor, group, async_op=False):
-        group, comm = _group_comm(group)
+        comm = communicator(group)  # a TypeError naming the backend for a group not "pycomm"
         out = _host(output_tensor, "the all-gather output")
         x = _host(input_tensor, "the all-gather input")
         if input_tensor.dtype in COMPRESSED:
@@ -96,7 +92,7 @@ class Int8ReduceScatter(_Alloc, ReduceScatter):
         self.feedback = pycomm.ErrorFeedback() if error_feedback else None
 
     def __call__(self, output_tensor, input_tensor, group, op, async_op=False):
-        group, comm = _group_comm(group)
+        comm = communicator(group)
         name, factor = op_name(op), premul_factor(op)
         if name not in ("sum", "avg"):
             raise ValueError(f"pycomm.torch.fsdp: a compressed reduce-scatter sums or averages, not {name}")

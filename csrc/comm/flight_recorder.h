@@ -1,0 +1,50 @@
+// The flight recorder: a communicator's last N collectives (what, and when
+// each was queued, started and ended), so that after a hang or a failure the
+// ranks' records show which rank did not reach which op (pycomm/flight.py
+// reads them). A ring indexed by the op's sequence number; one short lock
+// per event, cheap enough to stay on (PYCOMM_FLIGHT_RECORDER=N, 0: off).
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../collectives/exchange.h"
+
+namespace pycomm {
+
+struct FlightEntry {
+  enum class State : uint8_t { kQueued, kStarted, kCompleted, kFailed };
+  OpStamp stamp;          // seq, operation, dtype, op, root, count, ...
+  int64_t queued_ns = 0;  // wall clock (comparable across hosts as their clocks are)
+  int64_t started_ns = 0;
+  int64_t ended_ns = 0;
+  State state = State::kQueued;
+  std::string error;  // kFailed: the message
+};
+
+const char* flight_state_name(FlightEntry::State s);
+
+class FlightRecorder {
+ public:
+  explicit FlightRecorder(size_t capacity) : ring_(capacity) {}
+  bool on() const { return !ring_.empty(); }
+  static int64_t now_ns();
+
+  // started: the op also starts now (run on the caller's thread): one clock read.
+  void queued(const OpStamp& stamp, bool started = false);
+  void started(uint64_t seq);
+  void ended(uint64_t seq, bool ok, const std::string& error);
+  // The kept entries, oldest first.
+  std::vector<FlightEntry> snapshot() const;
+
+ private:
+  FlightEntry* slot(uint64_t seq);  // null when the ring has moved past seq
+
+  mutable std::mutex mu_;
+  std::vector<FlightEntry> ring_;
+  uint64_t next_ = 0;  // one past the newest seq recorded
+};
+
+}  // namespace pycomm

@@ -1,0 +1,50 @@
+"""Flight-recorder scenarios on real ranks; each rank dumps into
+PYCOMM_FLIGHT_DIR, and the test analyzes the files.
+
+  hang K:     every rank runs K allreduces; rank size-1 then stops calling
+              (it dumps its record itself, as SIGUSR1 would make it), the
+              others time out in op K and dump on the error.
+  mismatch K: at op K rank 1 calls allreduce with one more element than the
+              others: a MismatchError on every rank, which dumps.
+Exits 0 when the expected error was raised where it should be."""
+import sys
+import time
+
+import numpy as np
+
+import pycomm
+from common import comm_from_env
+
+
+def main():
+    scenario, k = sys.argv[1], int(sys.argv[2])
+    comm = comm_from_env(timeout=3)
+    r, n = comm.rank, comm.size
+    x = np.ones(4, np.float32)
+    for _ in range(k):
+        comm.allreduce(x)
+    comm.barrier()  # op k: everyone reaches it
+    if scenario == "hang":
+        if r == n - 1:
+            comm.dump_flight_record()
+            time.sleep(6)  # past the others' timeout: they fail without it
+            return
+        try:
+            comm.allreduce(x)
+        except pycomm.CommError as e:
+            assert "timed out" in str(e) or isinstance(e, (pycomm.TimeoutError, pycomm.PeerLostError)), e
+        else:
+            raise AssertionError("an allreduce without rank n-1 completed")
+    elif scenario == "mismatch":
+        try:
+            comm.allreduce(np.ones(5 if r == 1 else 4, np.float32))
+        except pycomm.CommError as e:
+            print(f"[rank {r}] raised {type(e).__name__}", flush=True)
+        else:
+            raise AssertionError("mismatched allreduces completed")
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+
+
+if __name__ == "__main__":
+    main()

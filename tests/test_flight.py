@@ -1,0 +1,127 @@
+"""The flight recorder (pycomm/flight.py, csrc/comm/flight_recorder.h): what
+each entry holds, the ring's size and off switch, dumps on demand, on SIGUSR1
+and on errors, and the analysis of a hang and of a mismatch on 3 ranks by
+pycomm.flight and by torch's own analyzer."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import pycomm
+from pycomm import flight
+
+
+def make(tmp_path, **kw):
+    return pycomm.Communicator(0, 1, pycomm.FileStore(str(tmp_path / "store")), timeout=10, **kw)
+
+
+def test_entries(tmp_path):
+    with make(tmp_path) as comm:
+        t0 = time.time_ns()
+        comm.allreduce(np.ones(3, np.float32), op="max")
+        comm.broadcast(np.ones(2, np.int64), root=0)
+        comm.allgather(np.ones(8, np.float32), compress="int8", block_size=32)
+        comm.allreduce(np.ones(5, np.float16), async_op=True).wait()
+        rec = comm.flight_record()
+    assert [e["seq"] for e in rec] == [0, 1, 2, 3]
+    assert [e["operation"] for e in rec] == ["allreduce", "broadcast", "allgather_int8", "allreduce"]
+    assert [(e["dtype"], e["count"]) for e in rec] == [("float32", 3), ("int64", 2), ("float32", 8), ("float16", 5)]
+    assert rec[0]["op"] == "max" and rec[1]["op"] is None and rec[1]["root"] == 0 and rec[2]["block_size"] == 32
+    for e in rec:
+        assert e["state"] == "completed" and e["error"] is None and not e["device"]
+        assert t0 <= e["queued_ns"] <= e["started_ns"] <= e["ended_ns"] <= time.time_ns()
+
+
+def test_ring_size_and_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYCOMM_FLIGHT_RECORDER", "3")
+    with make(tmp_path) as comm:
+        for _ in range(7):
+            comm.barrier()
+        assert [e["seq"] for e in comm.flight_record()] == [4, 5, 6]
+    monkeypatch.setenv("PYCOMM_FLIGHT_RECORDER", "0")
+    with make(tmp_path, name="off") as comm:
+        comm.barrier()
+        assert comm.flight_record() == []
+
+
+def test_dump_is_torch_format(tmp_path):
+    with make(tmp_path, name="dumped") as comm:
+        comm.allreduce(np.ones(4, np.float32))
+        comm.reduce_scatter(np.ones(4, np.float32))
+        path = comm.dump_flight_record(str(tmp_path / "pycomm_dumped_rank_0"))
+    with open(path, "rb") as f:
+        d = pickle.load(f)
+    assert d["version"] == "2.10" and d["pg_config"]["dumped"]["ranks"] == "[0]"
+    e = d["entries"][1]
+    assert e["profiling_name"] == "gloo:_reduce_scatter_base" and e["collective_seq_id"] == 2
+    assert e["input_sizes"] == [[4]] and e["output_sizes"] == [[4]] and e["state"] == "completed"
+    assert d["pycomm"]["entries"][0]["operation"] == "allreduce"
+    with pytest.raises(ValueError, match="PYCOMM_FLIGHT_DIR"):
+        with make(tmp_path, name="nowhere") as comm:
+            comm.dump_flight_record()
+
+
+def test_dump_on_signal(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYCOMM_FLIGHT_DIR", str(tmp_path / "fr"))
+    monkeypatch.setenv("PYCOMM_FLIGHT_SIGNAL", "1")
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        with make(tmp_path, name="sig") as comm:
+            comm.barrier()
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.1)
+            assert os.listdir(tmp_path / "fr") == ["pycomm_sig_rank_0"]
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def analyze(folder):
+    proc = subprocess.run([sys.executable, "-m", "pycomm.flight", str(folder)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def torch_analyze(folder, prefix):
+    pytest.importorskip("torch.distributed.flight_recorder.fr_trace")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.flight_recorder.fr_trace", str(folder),
+                           "-p", prefix], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_hang_names_the_rank_and_op(ranks, tmp_path, transport):
+    # Rank 2 stops calling after op #5 (4 allreduces and a barrier); ranks 0 and 1 time out in op #5.
+    env = {"PYCOMM_FLIGHT_DIR": str(tmp_path), "TEST_TRANSPORT": transport}
+    ranks(3, "flight.py", "hang", 4, env=env, timeout=60)
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 3 and all(f.startswith("pycomm_") and f[-1] in "012" for f in files), files
+    text = analyze(tmp_path)
+    assert "op #5 did not complete everywhere" in text, text
+    assert "ranks not joining op #5: [2] (their last recorded op: rank 2 #4)" in text, text
+    assert "rank 0: allreduce #5, float32 x 4, sum: failed: " in text and "timeout after 3 s" in text, text
+    prefix = files[0][:-1]
+    out = torch_analyze(tmp_path, prefix)
+    assert "Not all ranks joining collective" in out and "missing ranks: {2}" in out, out[-3000:]
+
+
+def test_mismatch_names_both_calls(ranks, tmp_path):
+    ranks(3, "flight.py", "mismatch", 2, env={"PYCOMM_FLIGHT_DIR": str(tmp_path)}, timeout=60)
+    text = analyze(tmp_path)
+    assert "op #3 did not complete everywhere" in text, text
+    assert "mismatched calls in op #3:" in text, text
+    assert "ranks [0, 2]: allreduce #3, float32 x 4, sum" in text and "ranks [1]: allreduce #3, float32 x 5, sum" in text
+    out = torch_analyze(tmp_path, sorted(os.listdir(tmp_path))[0][:-1])
+    assert "Culprit rank" in out and "input sizes" in out, out[-3000:]
+
+
+def test_analyzer_without_records(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pycomm.flight", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "no pycomm flight records" in proc.stderr
+    assert flight.analyze({}) == []
