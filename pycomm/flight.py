@@ -33,6 +33,7 @@ __all__ = ["dump", "dump_all", "load", "analyze", "main"]
 
 VERSION = "2.10"  # the dump format of torch 2.13's flight recorder, which its analyzer reads
 _live = weakref.WeakSet()  # every open Communicator of this process
+_names = weakref.WeakKeyDictionary()  # comm -> (group name, global ranks), where a torch group says
 _lock = threading.Lock()
 _last_dump = 0.0
 
@@ -58,17 +59,29 @@ def register(comm):
             signal.signal(signal.SIGUSR1, _on_signal)
 
 
+def name_as(comm, group_name, global_ranks):
+    """Records comm under a torch process group's name and its members'
+    global ranks (files and pg_config then use them, as torch's own dumps)."""
+    _names[comm] = (str(group_name), list(global_ranks))
+
+
+def _identity(comm):
+    """(group name, the members' global ranks, this rank's global rank)."""
+    name, ranks = _names.get(comm, (str(comm.name), list(range(comm.size))))
+    return name, ranks, ranks[comm.rank]
+
+
 def file_name(comm):
-    """<prefix><rank>: fr_trace takes the rank from the digits after the prefix."""
-    return f"pycomm_{re.sub(r'[^A-Za-z0-9_-]', '-', str(comm.name))}_rank_{comm.rank}"
+    """<prefix><rank>: fr_trace takes the (global) rank from the digits after the prefix."""
+    name, _, rank = _identity(comm)
+    return f"pycomm_{re.sub(r'[^A-Za-z0-9_-]', '-', name)}_rank_{rank}"
 
 
 def record(comm):
     """This communicator's dump: the dict torch's analyzer reads, plus
     pycomm's own entries (key "pycomm") for pycomm.flight."""
     entries = comm.flight_record()
-    name = str(comm.name)
-    ranks = getattr(comm, "global_ranks", None) or list(range(comm.size))
+    name, ranks, global_rank = _identity(comm)
     torch_entries = []
     for e in entries:
         op, into, outof = _TORCH[e["operation"]]
@@ -87,7 +100,7 @@ def record(comm):
     return {"version": VERSION, "comm_lib_version": "pycomm",
             "pg_config": {name: {"name": name, "desc": "pycomm", "ranks": str(list(ranks))}},
             "pg_status": {name: {"last_enqueued_collective": max((e["seq"] + 1 for e in entries), default=-1)}},
-            "rank": comm.rank, "entries": torch_entries,
+            "rank": global_rank, "entries": torch_entries,
             "pycomm": {"name": name, "rank": comm.rank, "size": comm.size, "entries": entries}}
 
 

@@ -125,3 +125,26 @@ def test_analyzer_without_records(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pycomm.flight", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 1 and "no pycomm flight records" in proc.stderr
     assert flight.analyze({}) == []
+
+
+def test_torch_group_records_under_its_name(tmp_path):
+    # A "pycomm" process group's records carry torch's group name and global ranks.
+    torch = pytest.importorskip("torch")
+    code = f"""
+import torch, torch.distributed as dist, pycomm.torch
+dist.init_process_group("pycomm", init_method="file://{tmp_path}/init", rank=0, world_size=1)
+dist.all_reduce(torch.ones(3))
+g = dist.new_group([0], backend="pycomm")
+dist.all_reduce(torch.ones(2), group=g)
+print(pycomm.torch.communicator().dump_flight_record(), pycomm.torch.communicator(g).dump_flight_record())
+dist.destroy_process_group()
+"""
+    env = {**os.environ, "PYCOMM_FLIGHT_DIR": str(tmp_path / "fr")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    default, sub = proc.stdout.split()
+    with open(default, "rb") as f:
+        d = pickle.load(f)
+    assert os.path.basename(default) == "pycomm_0_rank_0" and list(d["pg_config"]) == ["0"]
+    assert d["pg_config"]["0"]["ranks"] == "[0]" and d["entries"][0]["process_group"] == ("0", "pycomm")
+    assert os.path.basename(sub) != os.path.basename(default) and sub.endswith("_rank_0")

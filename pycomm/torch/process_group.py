@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 import pycomm
+from pycomm import flight
 from pycomm.errors import CommError
 from pycomm.ops import op_code
 from pycomm.store import TorchStore
@@ -69,6 +70,8 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         self._monitored_barrier = MonitoredBarrier(store, rank, size)
         self._overlap = overlap_bytes(self.comm.hosts, rank)  # None: every op inline
         self._completer = Completer(f"torch/{group_name}")
+        # Its flight records under torch's group name and global ranks, as torch's own dumps.
+        flight.name_as(self.comm, group_name, global_ranks if global_ranks else range(size))
 
     # -- identity --------------------------------------------------------------
 
