@@ -14,7 +14,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
-from . import device, flight, hierarchy, log
+from . import device, flight, hierarchy, log, shrink
 from .error_feedback import ErrorFeedback
 from .group import Group
 from .operations import ALLREDUCE, OPERATIONS, ROWS, elems, per_rank, present
@@ -203,6 +203,7 @@ class Communicator:
         self._group = None  # the ops of an open `with comm.group()` block
         self._hosts = hosts
         self._hierarchy = None  # made by the first op that uses it
+        self._shrinks = 0  # shrink() calls so far: each agrees under keys of its own
         self._hierarchical = not flat and hierarchy.wanted(hosts)
         self.rank = rank
         self.size = size
@@ -648,6 +649,19 @@ class Communicator:
             inflight.popleft()
         inflight.append((work, keep))
         return work
+
+    def shrink(self, timeout=None):
+        """After a rank died (PeerLostError, or abort() after one): a new
+        Communicator of the ranks still alive, renumbered in their old order,
+        agreed through the store by every survivor within `timeout` (default:
+        this communicator's), or a CommError naming the ranks that did not
+        take part or that see other deaths (pycomm/shrink.py). Call it on every
+        survivor; this communicator stays failed (close() it)."""
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        self._shrinks += 1
+        alive = shrink.agree(self, self._shrinks, timeout)
+        return Communicator(alive.index(self.rank), len(alive), self._store, transport=self.transport,
+                            timeout=self._timeout, name=f"{self.name}/shrink{self._shrinks}")
 
     def abort(self, reason="aborted by the user"):
         """Fail every pending op here and on every peer (callable from any thread)."""

@@ -302,6 +302,8 @@ class PyComm {
 
   std::string device_path() { return comm_->device_path(); }
 
+  std::vector<int> lost_peers() { return without_gil([&] { return comm_->lost_peers(); }); }
+
   // The flight recorder's entries, oldest first: dicts of plain values.
   py::list flight_record() const {
     py::list out;
@@ -614,6 +616,7 @@ void bind_comm(py::module_& m) {
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
       .def("allgather_int8", &PyComm::allgather_int8)
       .def("flight_record", &PyComm::flight_record)
+      .def("lost_peers", &PyComm::lost_peers)
       .def("int8_owned", &PyComm::int8_owned)
       .def("device_op", &PyComm::device_op)
       .def("device_allreduce_int8", &PyComm::device_allreduce_int8)

@@ -179,6 +179,15 @@ void Communicator::close() {
   if (p2p_) p2p_->close();
 }
 
+std::vector<int> Communicator::lost_peers() {
+  std::lock_guard<std::mutex> lk(mu_);  // against close(), which releases the transport
+  if (!transport_) throw CommError(ErrorKind::kValue, "the communicator is closed");
+  std::vector<int> lost;
+  for (int p = 0; p < size_; ++p)
+    if (!transport_->peer_alive(p)) lost.push_back(p);
+  return lost;
+}
+
 void Communicator::abort(const std::string& reason) {
   std::string msg = strprintf("[rank %d] communicator aborted: %s", rank_, reason.c_str());
   {

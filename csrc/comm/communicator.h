@@ -67,6 +67,10 @@ class Communicator {
   // How GPU buffers travel (after the first GPU op).
   std::string device_path();
 
+  // The peers whose processes are gone by this rank's transport (for shrink;
+  // the transport's Transport::peer_alive).
+  std::vector<int> lost_peers();
+
   // The flight recorder's entries, oldest first (empty when it is off).
   std::vector<FlightEntry> flight_record() const { return flight_.snapshot(); }
 

@@ -229,15 +229,20 @@ void ShmTransport::check_abort() {
     throw CommError(static_cast<ErrorKind>(k - 1), std::string(h->abort_reason), true);
 }
 
-void ShmTransport::check_alive(int peer) {
+bool ShmTransport::peer_alive(int peer) {
   // The owner holds LOCK_EX on its segment while it lives; getting a shared
   // lock means it is gone (this works across pid namespaces, unlike kill(pid, 0)).
+  if (peer == rank_) return true;
   int fd = segs_[peer]->fd;
-  if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-    flock(fd, LOCK_UN);
+  if (flock(fd, LOCK_SH | LOCK_NB) != 0) return true;
+  flock(fd, LOCK_UN);
+  return false;
+}
+
+void ShmTransport::check_alive(int peer) {
+  if (!peer_alive(peer))
     throw_error(ErrorKind::kPeerLost,
                 strprintf("rank %d: peer rank %d exited or closed its communicator", rank_, peer));
-  }
 }
 
 void ShmTransport::wait(const WaitItem* items, size_t n, const Deadline& deadline) {

@@ -38,6 +38,7 @@ class ShmTransport final : public Transport {
   void abort_peers(ErrorKind kind, const std::string& reason) override;
   void abort_self(ErrorKind kind, const std::string& reason) override;
   void poll_abort() override { check_abort(); }
+  bool peer_alive(int peer) override;
 
  private:
   struct Segment;  // one mapped segment (ours or a peer's)

@@ -297,6 +297,21 @@ TcpTransport::~TcpTransport() {
 
 void TcpTransport::poll_abort() { read_pending_aborts(0); }
 
+bool TcpTransport::peer_alive(int peer) {
+  // A process that exited has had its sockets closed by the kernel: its
+  // control link reads end-of-file (or a reset). Pending bytes (an abort
+  // message) mean it was alive to send them; peeking leaves them for read_control.
+  if (peer == rank_) return true;
+  const int fd = ctl_fd_[peer];
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return true;
+  if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) return false;
+  char c;
+  const ssize_t got = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return got > 0 || (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+}
+
 void TcpTransport::lost(int peer, const char* what, int err) {
   // A peer that gave up sends its reason on the control link before it
   // closes: report that cause rather than the broken connection it led to.

@@ -41,6 +41,7 @@ class TcpTransport final : public Transport {
   void abort_peers(ErrorKind kind, const std::string& reason) override;
   void abort_self(ErrorKind kind, const std::string& reason) override;
   void poll_abort() override;
+  bool peer_alive(int peer) override;
 
  private:
   struct Staging {

@@ -109,6 +109,10 @@ class Transport {
   virtual void poll_abort() = 0;
   // Makes this rank's own current and future waits throw (from any thread).
   virtual void abort_self(ErrorKind kind, const std::string& reason) = 0;
+  // Whether `peer`'s process still holds its end of the links (false once it
+  // exited or closed them), without waiting: what shrink() agrees on.
+  // Transports that cannot tell throw kValue.
+  virtual bool peer_alive(int peer);
 
  protected:
   int rank_;
