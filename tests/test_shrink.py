@@ -101,3 +101,15 @@ def test_world_of_one(tmp_path):
             x = np.ones(3, np.float32)
             assert np.array_equal(new.allreduce(x), x)
     store.close()
+
+
+def test_torch_group_shrinks(tmp_path):
+    pytest.importorskip("torch")
+    env = {"MASTER_ADDR": "127.0.0.1"}
+    procs = start(3, "torch_shrink.py", [tmp_path / "init"], tmp_path, "shm", extra_env=env)
+    results = finish(procs, timeout=120)
+    for r, (code, out, err) in enumerate(results):
+        if r == 1:
+            assert code == -signal.SIGKILL, (code, err[-2000:])
+        else:
+            assert code == 0 and "ddp ok" in out, (r, code, out, err[-3000:])

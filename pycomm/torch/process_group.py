@@ -22,6 +22,7 @@ host memory. Data-movement ops take any dtype (moved as bytes); reductions
 take pycomm's dtypes plus complex (SUM/AVG, as pairs of reals) and bool
 (all_reduce and reduce: SUM/MAX = or, PRODUCT/MIN = and).
 """
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -54,7 +55,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     """torch.distributed over pycomm. Made by `init_process_group("pycomm")` /
     `new_group(backend="pycomm")`; `.comm` is the pycomm.Communicator underneath."""
 
-    def __init__(self, store, rank, size, timeout, group_name="", global_ranks=None):
+    def __init__(self, store, rank, size, timeout, group_name="", global_ranks=None, comm=None):
         super().__init__(rank, size)
         self._rank = rank
         self._size = size
@@ -63,8 +64,8 @@ class ProcessGroupPycomm(dist.ProcessGroup):
         self._global_ranks = global_ranks
         self._timeout = timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
         self._c10d_store = store
-        self.comm = pycomm.Communicator(rank, size, TorchStore(store), timeout=self._timeout,
-                                        name=f"torch/{group_name}")
+        self.comm = comm if comm is not None else pycomm.Communicator(
+            rank, size, TorchStore(store), timeout=self._timeout, name=f"torch/{group_name}")
         self._batch = None  # the open comm.group() between _start_coalescing and _end_coalescing ...
         self._batch_works = []  # ... and the Works of its ops
         self._monitored_barrier = MonitoredBarrier(store, rank, size)
@@ -520,6 +521,20 @@ class ProcessGroupPycomm(dist.ProcessGroup):
     def shutdown(self):
         self.comm.close()  # finishes the queued ops, so the completer can stop
         self._completer.close()
+
+    def shrink(self, timeout=None):
+        """After a rank died: a new "pycomm" group of the survivors
+        (Communicator.shrink), for torchft-style loops that abort a group and
+        go on with a new one; use it directly (its methods, or
+        DistributedDataParallel(process_group=...)): torch.distributed's
+        default world still counts the dead. This group stays failed."""
+        comm = self.comm.shrink(timeout)
+        mine = self._global_ranks[self._rank] if self._global_ranks else self._rank
+        ranks = comm.allgather(np.array([mine], np.int64)).tolist()  # the survivors' global ranks
+        name = f"{self._group_name}/shrink{len(ranks)}of{self._size}"
+        store = dist.PrefixStore(f"pycomm/{name}/", self._c10d_store)
+        return ProcessGroupPycomm(store, comm.rank, comm.size, self._timeout, group_name=name,
+                                  global_ranks=ranks, comm=comm)
 
 
 def create(dist_options, backend_options=None):
