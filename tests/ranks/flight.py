@@ -4,8 +4,9 @@ PYCOMM_FLIGHT_DIR, and the test analyzes the files.
   hang K:     every rank runs K allreduces; rank size-1 then stops calling
               (it dumps its record itself, as SIGUSR1 would make it), the
               others time out in op K and dump on the error.
-  mismatch K: at op K rank 1 calls allreduce with one more element than the
-              others: a MismatchError on every rank, which dumps.
+  mismatch K: after K allreduces (and a store barrier) rank 1 calls
+              allreduce with one more element than the others: a
+              MismatchError on every rank, which dumps.
 Exits 0 when the expected error was raised where it should be."""
 import sys
 import time
@@ -23,8 +24,8 @@ def main():
     x = np.ones(4, np.float32)
     for _ in range(k):
         comm.allreduce(x)
-    comm.barrier()  # op k: everyone reaches it
     if scenario == "hang":
+        comm.barrier()  # op k: everyone reaches it
         if r == n - 1:
             comm.dump_flight_record()
             time.sleep(6)  # past the others' timeout: they fail without it
@@ -36,6 +37,8 @@ def main():
         else:
             raise AssertionError("an allreduce without rank n-1 completed")
     elif scenario == "mismatch":
+        # Every rank done with op k-1 first (a rank still in it would fail there, on the others' abort).
+        comm.store.barrier("flight-test", r, n, 30)
         try:
             comm.allreduce(np.ones(5 if r == 1 else 4, np.float32))
         except pycomm.CommError as e:
