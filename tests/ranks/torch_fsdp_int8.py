@@ -24,18 +24,14 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 import pycomm
 import pycomm.torch  # noqa: F401  registers "pycomm"
 from pycomm.torch import fsdp
+from torch_fsdp import WIDTH, mlp  # the same 4-layer MLP as the uncompressed FSDP test
 
 warnings.filterwarnings("ignore")
-WIDTH = 64
 STEPS = 60
 
 
-def mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(WIDTH, WIDTH), nn.ReLU())])
-
-
 def data(rank, step):
+    """A learnable target (a fixed map of x), so that the loss falls."""
     g = torch.Generator().manual_seed(1000 * step + rank)
     x = torch.randn(32, WIDTH, generator=g)
     return x, torch.tanh(x @ torch.ones(WIDTH, WIDTH, dtype=x.dtype) / WIDTH + 0.1 * x)
