@@ -1,7 +1,8 @@
 """Shrink to the survivors (pycomm/shrink.py): a rank SIGKILLed at an op of a
 mixed workload on 3 and 4 ranks, over shared memory and TCP; every survivor
-fails in that op within its timeout, shrink() gives a working communicator of
-the survivors, nothing is left in /dev/shm and no process hangs. Also: a rank
+fails in that op within its timeout, its flight records name the dead rank,
+shrink() gives a working communicator of the survivors, nothing is left in
+/dev/shm and no process hangs. Also: a rank
 that is alive but does not take part makes the others' shrink fail with its
 name, and a world of one shrinks to itself."""
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import pycomm
+from pycomm import flight
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RANKS = os.path.join(HERE, "ranks")
@@ -53,7 +55,9 @@ def test_killed_rank_then_shrink(tmp_path, n, transport, seed):
     rng = random.Random(seed * 10 + n)
     victim, kill_at = rng.randrange(n), rng.randrange(1, 12)
     before = shm_files()
-    results = finish(start(n, "shrink.py", [victim, kill_at], tmp_path, transport))
+    fr = tmp_path / "fr"
+    results = finish(start(n, "shrink.py", [victim, kill_at], tmp_path, transport,
+                           extra_env={"PYCOMM_FLIGHT_DIR": str(fr)}))
     for r, (code, out, err) in enumerate(results):
         if r == victim:
             assert code == -signal.SIGKILL, (code, err[-2000:])
@@ -63,6 +67,9 @@ def test_killed_rank_then_shrink(tmp_path, n, transport, seed):
             shrink_s = float(out.rsplit(" in ", 1)[1].split()[0])
             assert shrink_s < 5.0, out  # issue 21's target is under 1 s; CI machines are shared
     assert shm_files() <= before, f"left in /dev/shm: {shm_files() - before}"
+    # The survivors' flight records, written as their error reached Python, name the dead rank.
+    text = "\n".join(flight.analyze(flight.load(fr)))
+    assert f"no dump from rank(s) [{victim}]" in text and "did not complete everywhere" in text, text
 
 
 def test_silent_rank_is_named(tmp_path):
