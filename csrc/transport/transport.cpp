@@ -36,8 +36,4 @@ std::string describe_wait(int rank, const WaitItem* items, size_t n, const Deadl
                    what.c_str());
 }
 
-bool Transport::peer_alive(int) {
-  throw_error(ErrorKind::kValue, std::string("the ") + name() + " transport cannot tell whether a peer is alive");
-}
-
 }  // namespace pycomm

@@ -112,7 +112,12 @@ class Transport {
   // Whether `peer`'s process still holds its end of the links (false once it
   // exited or closed them), without waiting: what shrink() agrees on.
   // Transports that cannot tell throw kValue.
-  virtual bool peer_alive(int peer);
+  // (Inline, like every default here: a virtual defined in transport.cpp would
+  // emit the vtable there, and with it these defaults' kernel calls, into
+  // pycomm._mpi, which has no kernels.)
+  virtual bool peer_alive(int peer) {
+    throw_error(ErrorKind::kValue, std::string("the ") + name() + " transport cannot tell whether a peer is alive");
+  }
 
  protected:
   int rank_;
