@@ -32,8 +32,9 @@ def data(rank, step):
     return torch.randn(16, WIDTH, generator=g), torch.randn(16, WIDTH, generator=g)
 
 
-def train(mesh, mp):
-    """(losses, full parameters) of STEPS steps of FSDP2 on `mesh`."""
+def sharded_mlp(mesh, mp):
+    """mlp() with each Linear and the root fully_shard'ed on `mesh` (mp: bf16
+    parameters, fp32 reduction)."""
     model = mlp()
     kw = {"mesh": mesh}
     if mp:
@@ -42,6 +43,12 @@ def train(mesh, mp):
         if isinstance(layer, nn.Linear):
             fully_shard(layer, **kw)
     fully_shard(model, **kw)
+    return model
+
+
+def train(mesh, mp):
+    """(losses, full parameters) of STEPS steps of FSDP2 on `mesh`."""
+    model = sharded_mlp(mesh, mp)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     rank = dist.get_rank()
     losses = []

@@ -19,12 +19,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 import pycomm
 import pycomm.torch  # noqa: F401  registers "pycomm"
 from pycomm.torch import fsdp
-from torch_fsdp import WIDTH, mlp  # the same 4-layer MLP as the uncompressed FSDP test
+from torch_fsdp import WIDTH, mlp, sharded_mlp  # the same MLP and sharding as the uncompressed test
 
 warnings.filterwarnings("ignore")
 STEPS = 60
@@ -38,14 +37,7 @@ def data(rank, step):
 
 
 def sharded(mesh, mp=False, **compression):
-    model = mlp()
-    kw = {"mesh": mesh}
-    if mp:
-        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            fully_shard(layer, **kw)
-    fully_shard(model, **kw)
+    model = sharded_mlp(mesh, mp)
     comp = fsdp.compress(model, **compression) if compression else None
     return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), comp
 
