@@ -22,6 +22,7 @@ host memory. Data-movement ops take any dtype (moved as bytes); reductions
 take pycomm's dtypes plus complex (SUM/AVG, as pairs of reals) and bool
 (all_reduce and reduce: SUM/MAX = or, PRODUCT/MIN = and).
 """
+import os
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -539,6 +540,12 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
 def create(dist_options, backend_options=None):
     """The creator registered with torch (extended API: gives the group's name)."""
-    return ProcessGroupPycomm(dist_options.store, dist_options.group_rank, dist_options.group_size,
+    store = dist_options.store
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is not None:
+        # torchrun restarts the workers against the same agent store, where the
+        # dead attempt's rendezvous keys (its shared memory names) remain.
+        store = dist.PrefixStore(f"pycomm/attempt{attempt}/", store)
+    return ProcessGroupPycomm(store, dist_options.group_rank, dist_options.group_size,
                               dist_options.timeout, group_name=dist_options.group_id,
                               global_ranks=list(dist_options.global_ranks_in_group))
