@@ -14,7 +14,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
-from . import device, flight, hierarchy, log, shrink
+from . import device, hierarchy, log, shrink
 from .error_feedback import ErrorFeedback
 from .group import Group
 from .operations import ALLREDUCE, OPERATIONS, ROWS, elems, per_rank, present
@@ -208,6 +208,7 @@ class Communicator:
         self.rank = rank
         self.size = size
         self.transport = kind
+        from . import flight  # here, not at the top: `python -m pycomm.flight` runs it as __main__ unimported
         flight.register(self)
         log.info(self, f"transport {kind}, {size} ranks on {len(set(hosts))} host(s), "
                        f"{opts['local_ranks']} on this one; one-step direct algorithms up to "
@@ -637,6 +638,7 @@ class Communicator:
     def dump_flight_record(self, path=None):
         """Writes flight_record() in the format torch's flight recorder
         analyzer reads, to `path` or into PYCOMM_FLIGHT_DIR; returns the file."""
+        from . import flight
         return flight.dump(self, path)
 
     # -- lifecycle ---------------------------------------------------------

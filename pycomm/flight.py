@@ -82,8 +82,11 @@ def record(comm):
     pycomm's own entries (key "pycomm") for pycomm.flight."""
     entries = comm.flight_record()
     name, ranks, global_rank = _identity(comm)
+    collectives = [e for e in entries if not e["p2p"]]
     torch_entries = []
-    for e in entries:
+    # Sends and receives stay in pycomm's part only: torch's analyzer matches
+    # point-to-point records by NCCL's coalescing entries, which pycomm has none of.
+    for e in collectives:
         op, into, outof = _TORCH[e["operation"]]
         insz, outsz = ([] if m == 0 else [[e["count"] * (comm.size if m == "n" else 1)]] for m in (into, outof))
         dt = [_DTYPES.get(e["dtype"], e["dtype"])]
@@ -99,7 +102,7 @@ def record(comm):
             "timeout_ms": int(comm.timeout * 1000), "is_p2p": False, "frames": []})
     return {"version": VERSION, "comm_lib_version": "pycomm",
             "pg_config": {name: {"name": name, "desc": "pycomm", "ranks": str(list(ranks))}},
-            "pg_status": {name: {"last_enqueued_collective": max((e["seq"] + 1 for e in entries), default=-1)}},
+            "pg_status": {name: {"last_enqueued_collective": max((e["seq"] + 1 for e in collectives), default=-1)}},
             "rank": global_rank, "entries": torch_entries,
             "pycomm": {"name": name, "rank": comm.rank, "size": comm.size, "entries": entries}}
 
@@ -168,6 +171,10 @@ def load(folder):
 
 
 def _call(e):
+    if e.get("p2p"):
+        way = "to" if e["operation"] == "send" else "from"
+        peer = "any rank" if e["peer"] == -1 else f"rank {e['peer']}"
+        return f"{e['operation']} #{e['seq']} {way} {peer}, tag {e['tag']}, {e['dtype']} x {e['count']}"
     parts = [f"{e['operation']} #{e['seq']}", f"{e['dtype']} x {e['count']}"]
     if e.get("op"):
         parts.append(e["op"])
@@ -189,7 +196,7 @@ def analyze(comms):
     lines = []
     for name, c in sorted(comms.items()):
         size, ranks = c["size"], c["ranks"]
-        by_seq = {r: {e["seq"]: e for e in entries} for r, entries in ranks.items()}
+        by_seq = {r: {e["seq"]: e for e in entries if not e.get("p2p")} for r, entries in ranks.items()}
         absent = sorted(set(range(size)) - set(ranks))
         seqs = sorted(set().union(*[set(s) for s in by_seq.values()])) if by_seq else []
         first = max((min(s) for s in by_seq.values() if s), default=0)  # older ops fell off some ring
@@ -207,8 +214,10 @@ def analyze(comms):
         head = f"communicator {name!r} ({size} ranks, dumps from {sorted(ranks)})"
         if absent:
             head += f"; no dump from rank(s) {absent}"
+        p2p = _p2p_lines(ranks)
         if culprit is None:
-            lines.append(f"{head}: every recorded op completed on every rank")
+            lines.append(f"{head}: every recorded {'collective ' if p2p else ''}op completed on every rank")
+            lines += p2p
             continue
         seq, have, calls = culprit
         lines.append(f"{head}: op #{seq} did not complete everywhere")
@@ -224,7 +233,47 @@ def analyze(comms):
         for r, e in sorted(have.items()):
             err = f": {e['error']}" if e.get("error") else ""
             lines.append(f"  rank {r}: {_call(e)}: {e['state']}{err}")
+        lines += p2p
     return lines
+
+
+def _p2p_lines(ranks):
+    """The sends and receives that did not complete, and whether their peer
+    posted the other side: messages between a pair with one tag match in
+    order, so the k-th send from a to b with tag t meets b's k-th receive
+    from a with tag t (where a receive names its source)."""
+    p2p = {r: [e for e in entries if e.get("p2p")] for r, entries in ranks.items()}
+    whole = {r: not es or es[0]["seq"] == 0 for r, es in p2p.items()}  # the ring kept every op
+
+    def nth(r, e):  # e's place among r's ops of its kind, peer and tag
+        return sum(1 for o in p2p[r] if o["seq"] < e["seq"] and _lane(o) == _lane(e))
+
+    lines = []
+    for r, es in sorted(p2p.items()):
+        for e in es:
+            if e["state"] == "completed":
+                continue
+            err = f": {e['error']}" if e.get("error") else ""
+            lines.append(f"  rank {r}: {_call(e)}: {e['state']}{err}")
+            peer = e["peer"]
+            if peer == -1 or not whole[r]:
+                continue
+            if peer not in p2p:
+                lines.append(f"    no dump from rank {peer}")
+                continue
+            if not whole[peer]:
+                continue
+            other = "recv" if e["operation"] == "send" else "send"
+            k = nth(r, e)
+            posted = sum(1 for o in p2p[peer] if (o["operation"], o["peer"], o["tag"]) == (other, r, e["tag"]))
+            if posted <= k:
+                lines.append(f"    rank {peer} posted no matching {other}: {posted} {other}(s) with rank {r} "
+                             f"and tag {e['tag']}; this is {e['operation']} number {k + 1}")
+    return lines
+
+
+def _lane(e):
+    return e["operation"], e["peer"], e["tag"]
 
 
 def main(argv=None):

@@ -27,7 +27,13 @@ def test_entries(tmp_path):
         comm.broadcast(np.ones(2, np.int64), root=0)
         comm.allgather(np.ones(8, np.float32), compress="int8", block_size=32)
         comm.allreduce(np.ones(5, np.float16), async_op=True).wait()
+        comm.send(np.arange(6, dtype=np.int32), 0, tag=3)
+        comm.recv(np.empty(6, np.int32), None, tag=3)
         rec = comm.flight_record()
+    p2p = [e for e in rec if e["p2p"]]
+    rec = [e for e in rec if not e["p2p"]]
+    assert [(e["seq"], e["operation"], e["peer"], e["tag"], e["dtype"], e["count"], e["state"]) for e in p2p] == [
+        (0, "send", 0, 3, "int32", 6, "completed"), (1, "recv", -1, 3, "int32", 6, "completed")]
     assert [e["seq"] for e in rec] == [0, 1, 2, 3]
     assert [e["operation"] for e in rec] == ["allreduce", "broadcast", "allgather_int8", "allreduce"]
     assert [(e["dtype"], e["count"]) for e in rec] == [("float32", 3), ("int64", 2), ("float32", 8), ("float16", 5)]
@@ -119,6 +125,19 @@ def test_mismatch_names_both_calls(ranks, tmp_path):
     assert "ranks [0, 2]: allreduce #2, float32 x 4, sum" in text and "ranks [1]: allreduce #2, float32 x 5, sum" in text
     out = torch_analyze(tmp_path, sorted(os.listdir(tmp_path))[0][:-1])
     assert "Culprit rank" in out and "input sizes" in out, out[-3000:]
+
+
+def test_p2p_names_the_unmatched_send_and_recv(ranks, tmp_path):
+    ranks(2, "flight.py", "p2p", 2, env={"PYCOMM_FLIGHT_DIR": str(tmp_path)}, timeout=60)
+    text = analyze(tmp_path)
+    assert "every recorded collective op completed on every rank" in text, text
+    assert "rank 0: send #1 to rank 1, tag 5, float32 x 262144: failed: " in text, text
+    assert "rank 1 posted no matching recv: 1 recv(s) with rank 0 and tag 5; this is send number 2" in text, text
+    assert "rank 1: recv #1 from rank 0, tag 7, float32 x 262144: failed: " in text, text
+    assert "rank 0 posted no matching send: 0 send(s) with rank 1 and tag 7; this is recv number 1" in text, text
+    assert "send #0" not in text and "recv #0" not in text  # completed ones are not reported
+    out = torch_analyze(tmp_path, sorted(os.listdir(tmp_path))[0][:-1])  # collectives only, all complete
+    assert "Traceback" not in out, out[-3000:]
 
 
 def test_analyzer_without_records(tmp_path):

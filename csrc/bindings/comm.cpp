@@ -304,27 +304,13 @@ class PyComm {
 
   std::vector<int> lost_peers() { return without_gil([&] { return comm_->lost_peers(); }); }
 
-  // The flight recorder's entries, oldest first: dicts of plain values.
+  // The flight recorder's entries, oldest first: dicts of plain values; the
+  // collectives', then the point-to-point engine's ("p2p": True).
   py::list flight_record() const {
     py::list out;
-    for (const FlightEntry& e : comm_->flight_record()) {
-      const OpStamp& s = e.stamp;
-      py::dict d;
-      d["seq"] = s.seq;
-      d["operation"] = op_info(s.coll).name;
-      d["dtype"] = dtype_name(s.dtype);
-      d["count"] = s.count;
-      d["op"] = op_info(s.coll).reduces ? py::object(py::str(redop_name(s.op))) : py::object(py::none());
-      d["root"] = op_info(s.coll).rooted ? py::object(py::int_(s.root)) : py::object(py::none());
-      d["block_size"] = op_info(s.coll).int8 ? py::object(py::int_(s.block_size)) : py::object(py::none());
-      d["device"] = s.device;
-      d["state"] = flight_state_name(e.state);
-      d["queued_ns"] = e.queued_ns;
-      d["started_ns"] = e.started_ns ? py::object(py::int_(e.started_ns)) : py::object(py::none());
-      d["ended_ns"] = e.ended_ns ? py::object(py::int_(e.ended_ns)) : py::object(py::none());
-      d["error"] = e.error.empty() ? py::object(py::none()) : py::object(py::str(e.error));
-      out.append(d);
-    }
+    for (const FlightEntry& e : comm_->flight_record()) out.append(flight_entry(e));
+    if (std::shared_ptr<P2PEngine> p2p = comm_->p2p())
+      for (const FlightEntry& e : p2p->flight_record()) out.append(flight_entry(e));
     return out;
   }
 
@@ -348,6 +334,29 @@ class PyComm {
   }
 
  private:
+  static py::dict flight_entry(const FlightEntry& e) {
+    const OpStamp& s = e.stamp;
+    const bool p2p = e.kind != FlightEntry::Kind::kCollective;
+    py::dict d;
+    d["seq"] = s.seq;
+    d["p2p"] = p2p;
+    d["operation"] = p2p ? (e.kind == FlightEntry::Kind::kSend ? "send" : "recv") : op_info(s.coll).name;
+    d["dtype"] = dtype_name(s.dtype);
+    d["count"] = s.count;
+    d["op"] = !p2p && op_info(s.coll).reduces ? py::object(py::str(redop_name(s.op))) : py::object(py::none());
+    d["root"] = !p2p && op_info(s.coll).rooted ? py::object(py::int_(s.root)) : py::object(py::none());
+    d["block_size"] = !p2p && op_info(s.coll).int8 ? py::object(py::int_(s.block_size)) : py::object(py::none());
+    d["peer"] = p2p ? py::object(py::int_(e.peer)) : py::object(py::none());
+    d["tag"] = p2p ? py::object(py::int_(e.tag)) : py::object(py::none());
+    d["device"] = s.device;
+    d["state"] = flight_state_name(e.state);
+    d["queued_ns"] = e.queued_ns;
+    d["started_ns"] = e.started_ns ? py::object(py::int_(e.started_ns)) : py::object(py::none());
+    d["ended_ns"] = e.ended_ns ? py::object(py::int_(e.ended_ns)) : py::object(py::none());
+    d["error"] = e.error.empty() ? py::object(py::none()) : py::object(py::str(e.error));
+    return d;
+  }
+
   std::unique_ptr<PyWork> p2p_op(bool send, py::handle x, int peer, int tag, bool allow_shorter, double timeout) {
     std::shared_ptr<P2PEngine> engine = comm_->p2p();
     if (!engine) throw py::value_error("this communicator has no point-to-point links (made with p2p=0)");
@@ -373,11 +382,13 @@ class PyComm {
       op->bytes = bytes;
       pw->device_buffer = py::reinterpret_borrow<py::object>(x);
       pw->elem = dtype_size(dtype);
+      op->dtype = dtype;
     } else {
       auto buf = std::make_unique<HostBuffer>(x, "x", !send);
       op->buf = static_cast<uint8_t*>(buf->data());
       op->bytes = buf->nbytes();
       pw->elem = dtype_size(buf->dtype());
+      op->dtype = buf->dtype();
       pw->buffers.push_back(std::move(buf));
     }
     op->deadline = Deadline::after(timeout);  // after a GPU send's copy out

@@ -13,7 +13,7 @@ Communicator::Communicator(std::unique_ptr<Transport> transport, const Tuning& t
       tuning_(tuning), flight_(flight_entries) {
   if (p2p_transport) {
     const bool same_host = std::strcmp(p2p_transport->name(), "shm") == 0;
-    p2p_ = std::make_shared<P2PEngine>(std::move(p2p_transport), p2p_eager_bytes, same_host);
+    p2p_ = std::make_shared<P2PEngine>(std::move(p2p_transport), p2p_eager_bytes, same_host, flight_entries);
   }
   progress_.heard.assign(size_, 0);
 }

@@ -25,18 +25,38 @@ FlightEntry* FlightRecorder::slot(uint64_t seq) {
   return e.stamp.seq == seq && seq < next_ ? &e : nullptr;
 }
 
-void FlightRecorder::queued(const OpStamp& stamp, bool started) {
-  if (ring_.empty()) return;
-  const int64_t t = now_ns();
-  std::lock_guard<std::mutex> lk(mu_);
-  FlightEntry& e = ring_[stamp.seq % ring_.size()];
-  e.stamp = stamp;
+FlightEntry& FlightRecorder::claim(uint64_t seq, int64_t t, bool started) {
+  FlightEntry& e = ring_[seq % ring_.size()];
   e.queued_ns = t;
   e.started_ns = started ? t : 0;
   e.ended_ns = 0;
   e.state = started ? FlightEntry::State::kStarted : FlightEntry::State::kQueued;
   e.error.clear();
-  if (stamp.seq >= next_) next_ = stamp.seq + 1;
+  if (seq >= next_) next_ = seq + 1;
+  return e;
+}
+
+void FlightRecorder::queued(const OpStamp& stamp, bool started) {
+  if (ring_.empty()) return;
+  const int64_t t = now_ns();
+  std::lock_guard<std::mutex> lk(mu_);
+  FlightEntry& e = claim(stamp.seq, t, started);
+  e.kind = FlightEntry::Kind::kCollective;
+  e.stamp = stamp;
+}
+
+void FlightRecorder::posted(uint64_t seq, bool send, int peer, int tag, DType dtype, uint64_t count) {
+  if (ring_.empty()) return;
+  const int64_t t = now_ns();
+  std::lock_guard<std::mutex> lk(mu_);
+  FlightEntry& e = claim(seq, t, true);
+  e.kind = send ? FlightEntry::Kind::kSend : FlightEntry::Kind::kRecv;
+  e.stamp = OpStamp{};
+  e.stamp.seq = seq;
+  e.stamp.dtype = dtype;
+  e.stamp.count = count;
+  e.peer = peer;
+  e.tag = tag;
 }
 
 void FlightRecorder::started(uint64_t seq) {

@@ -3,6 +3,8 @@
 // ranks' records show which rank did not reach which op (pycomm/flight.py
 // reads them). A ring indexed by the op's sequence number; one short lock
 // per event, cheap enough to stay on (PYCOMM_FLIGHT_RECORDER=N, 0: off).
+// The point-to-point engine keeps a ring of its own, numbered apart: sends
+// and receives are not ordered with the collectives.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +18,11 @@ namespace pycomm {
 
 struct FlightEntry {
   enum class State : uint8_t { kQueued, kStarted, kCompleted, kFailed };
-  OpStamp stamp;          // seq, operation, dtype, op, root, count, ...
+  enum class Kind : uint8_t { kCollective, kSend, kRecv };
+  Kind kind = Kind::kCollective;
+  OpStamp stamp;          // seq, operation, dtype, op, root, count, ...; p2p: seq, dtype, count
+  int32_t peer = -1;      // p2p: the destination, or the source (-1: any)
+  int32_t tag = 0;        // p2p
   int64_t queued_ns = 0;  // wall clock (comparable across hosts as their clocks are)
   int64_t started_ns = 0;
   int64_t ended_ns = 0;
@@ -34,6 +40,8 @@ class FlightRecorder {
 
   // started: the op also starts now (run on the caller's thread): one clock read.
   void queued(const OpStamp& stamp, bool started = false);
+  // A send or receive, started as it is posted.
+  void posted(uint64_t seq, bool send, int peer, int tag, DType dtype, uint64_t count);
   void started(uint64_t seq);
   void ended(uint64_t seq, bool ok, const std::string& error);
   // The kept entries, oldest first.
@@ -41,6 +49,7 @@ class FlightRecorder {
 
  private:
   FlightEntry* slot(uint64_t seq);  // null when the ring has moved past seq
+  FlightEntry& claim(uint64_t seq, int64_t t, bool started);  // mu_ held
 
   mutable std::mutex mu_;
   std::vector<FlightEntry> ring_;

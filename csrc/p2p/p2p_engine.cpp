@@ -90,9 +90,11 @@ struct P2PEngine::Offer {
   int pid;
 };
 
-P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host)
+P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host,
+                     size_t flight_entries)
     : tr_(std::move(transport)), rank_(tr_->rank()), size_(tr_->size()), eager_bytes_(eager_bytes),
-      out_(size_), next_msg_(size_, 0), send_seq_(size_), recv_seq_(size_), dead_(size_), refused_(size_), single_copy_(size_, same_host) {
+      out_(size_), next_msg_(size_, 0), send_seq_(size_), recv_seq_(size_), dead_(size_), refused_(size_),
+      single_copy_(size_, same_host), flight_(flight_entries) {
   for (int p = 0; p < size_; ++p) in_.push_back(std::make_unique<Incoming>());
   // Where Yama restricts ptrace to ancestors, let the peers read us (a
   // no-op elsewhere; they are our job's own processes either way).
@@ -126,9 +128,16 @@ std::string P2PEngine::what(const P2POp& op) const {
   return strprintf("rank %d: recv from rank %d (tag %d, %zu-byte buffer)", rank_, op.peer, op.tag, op.bytes);
 }
 
+// Every op ends here: its Work, and its flight record.
+void P2PEngine::complete(P2POp& op, bool ok, ErrorKind kind, const std::string& why) {
+  flight_.ended(op.seq, ok, why);
+  if (ok) op.work->finish();
+  else op.work->fail(kind, why);
+}
+
 void P2PEngine::finish(P2POp& op) {
   active_.remove_if([&](const std::shared_ptr<P2POp>& o) { return o.get() == &op; });
-  op.work->finish();
+  complete(op, true);
 }
 
 void P2PEngine::fail(P2POp& op, ErrorKind kind, const std::string& why) {
@@ -142,7 +151,7 @@ void P2PEngine::fail(P2POp& op, ErrorKind kind, const std::string& why) {
       in.dst = nullptr;
     }
   }
-  op.work->fail(kind, why);
+  complete(op, false, kind, why);
 }
 
 void P2PEngine::fail_peer(int peer, ErrorKind kind, const std::string& why) {
@@ -207,7 +216,7 @@ void P2PEngine::accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& 
   if (m.kind == kRts) {
     if (m.addr && single_copy_[peer] && read_from(peer, m, op->buf)) {
       reply(peer, kFin, m, op->bytes);
-      op->work->finish();
+      complete(*op, true);
       return;
     }
     reply(peer, kCts, m, op->bytes);
@@ -219,17 +228,19 @@ void P2PEngine::accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& 
 void P2PEngine::post(const std::vector<std::shared_ptr<P2POp>>& ops) {
   auto lk = enter();
   for (const auto& op : ops) {
+    op->seq = next_seq_++;
+    flight_.posted(op->seq, op->send, op->peer, op->tag, op->dtype, op->bytes / dtype_size(op->dtype));
     if (broken_) {
-      op->work->fail(broken_kind_, what(*op) + ": " + broken_why_);
+      complete(*op, false, broken_kind_, what(*op) + ": " + broken_why_);
       continue;
     }
     const int peer = op->peer;
     if (peer != kAnySource && !dead_[peer].empty()) {
-      op->work->fail(ErrorKind::kPeerLost, what(*op) + ": " + dead_[peer]);
+      complete(*op, false, ErrorKind::kPeerLost, what(*op) + ": " + dead_[peer]);
       continue;
     }
     if (peer != kAnySource && !refused_[peer].empty()) {
-      op->work->fail(ErrorKind::kMismatch, what(*op) + " not started: " + refused_[peer]);
+      complete(*op, false, ErrorKind::kMismatch, what(*op) + " not started: " + refused_[peer]);
       refused_[peer].clear();
       continue;
     }
@@ -242,7 +253,7 @@ void P2PEngine::post(const std::vector<std::shared_ptr<P2POp>>& ops) {
       u.complete = true;
       u.data.assign(op->buf, op->buf + op->bytes);
       unexpected_.push_back(std::move(u));
-      op->work->finish();
+      complete(*op, true);
       // A posted receive may take it now.
       for (auto it = posted_.begin(); it != posted_.end(); ++it) {
         if (((*it)->peer == rank_ || (*it)->peer == kAnySource) && (*it)->tag == op->tag) {
@@ -305,7 +316,7 @@ void P2PEngine::match_posted(const std::shared_ptr<P2POp>& op) {
     } else if (u.complete) {
       kernels::copy(op->buf, u.data.data(), u.bytes);
       unexpected_.erase(it);
-      op->work->finish();
+      complete(*op, true);
     } else {
       u.claimed = op;  // copied once its last byte is in
       active_.push_back(op);

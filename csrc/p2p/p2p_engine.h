@@ -40,6 +40,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../comm/flight_recorder.h"
 #include "../comm/work.h"
 #include "../common/deadline.h"
 #include "../transport/transport.h"
@@ -55,6 +56,7 @@ struct P2POp {
   int tag = 0;
   uint8_t* buf = nullptr;  // a send's data is only read
   size_t bytes = 0;        // send: the message; receive: the buffer
+  DType dtype = DType::kUInt8;  // what the bytes are, for the flight recorder
   bool allow_shorter = false;
   Deadline deadline = Deadline::never();
   std::shared_ptr<Work> work = std::make_shared<Work>();
@@ -62,6 +64,7 @@ struct P2POp {
   int source = -1;
   size_t received = 0;
   // Engine state.
+  uint64_t seq = 0;    // its number among this engine's ops (the flight recorder's)
   uint64_t msg = 0;    // the message's number on its link
   size_t done = 0;     // payload bytes moved
   int stage = 0;       // see p2p_engine.cpp
@@ -70,7 +73,9 @@ struct P2POp {
 class P2PEngine {
  public:
   // same_host: every peer is a process of this host (single-copy reads).
-  P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host = false);
+  // flight_entries: the size of its flight recorder (0: off).
+  P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host = false,
+            size_t flight_entries = 0);
   ~P2PEngine();
   P2PEngine(const P2PEngine&) = delete;
   P2PEngine& operator=(const P2PEngine&) = delete;
@@ -86,6 +91,8 @@ class P2PEngine {
   void abort(ErrorKind kind, const std::string& why);
   // Fails every outstanding op here (the communicator is closing).
   void close() { fail_all(ErrorKind::kAborted, "the communicator was closed"); }
+  // The flight recorder's sends and receives, oldest first.
+  std::vector<FlightEntry> flight_record() const { return flight_.snapshot(); }
 
  private:
   struct Out;       // a message being written to a peer
@@ -101,6 +108,7 @@ class P2PEngine {
   void accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& m);
   bool read_from(int peer, const Offer& m, uint8_t* dst);
   void reply(int peer, int kind, const Offer& m, size_t recv_bytes);
+  void complete(P2POp& op, bool ok, ErrorKind kind = ErrorKind::kComm, const std::string& why = {});
   void finish(P2POp& op);
   void fail(P2POp& op, ErrorKind kind, const std::string& why);
   void fail_peer(int peer, ErrorKind kind, const std::string& why);
@@ -128,6 +136,8 @@ class P2PEngine {
   std::vector<std::string> dead_;                     // per peer: why it is gone ("" alive)
   std::vector<std::string> refused_;                  // per peer: a completed send it refused, not yet reported
   std::vector<bool> single_copy_;                     // per peer: its memory can be read directly
+  uint64_t next_seq_ = 0;
+  FlightRecorder flight_;
   bool broken_ = false;
   ErrorKind broken_kind_ = ErrorKind::kComm;
   std::string broken_why_;

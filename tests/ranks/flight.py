@@ -7,6 +7,10 @@ PYCOMM_FLIGHT_DIR, and the test analyzes the files.
   mismatch K: after K allreduces (and a store barrier) rank 1 calls
               allreduce with one more element than the others: a
               MismatchError on every rank, which dumps.
+  p2p K:      after K allreduces rank 0 sends rank 1 two 1 MiB messages
+              (tag 5; rendezvous, so a send waits for its receive) and
+              rank 1 receives one; rank 1 then waits for a message (tag 7)
+              rank 0 never sends. Both time out; each dumps.
 Exits 0 when the expected error was raised where it should be."""
 import sys
 import time
@@ -45,6 +49,25 @@ def main():
             print(f"[rank {r}] raised {type(e).__name__}", flush=True)
         else:
             raise AssertionError("mismatched allreduces completed")
+    elif scenario == "p2p":
+        big = np.ones(1 << 18, np.float32)
+        if r == 0:
+            comm.send(big, 1, tag=5)
+            try:
+                comm.send(big, 1, tag=5, timeout=2)
+            except pycomm.TimeoutError:
+                comm.dump_flight_record()
+            else:
+                raise AssertionError("a send without its receive completed")
+        elif r == 1:
+            comm.recv(big, 0, tag=5)
+            try:
+                comm.recv(big, 0, tag=7, timeout=2)
+            except pycomm.TimeoutError:
+                comm.dump_flight_record()
+            else:
+                raise AssertionError("a receive without its send completed")
+        comm.store.barrier("flight-test", r, n, 30)
     else:
         raise SystemExit(f"unknown scenario {scenario}")
 
