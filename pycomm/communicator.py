@@ -123,6 +123,8 @@ def _on_gpu(x, out):
 
 
 _SUM_AVG = {op_code("sum"): "sum", op_code("avg"): "avg"}
+_OP_CODES = {name: op_code(name) for name in _C.REDUCE_OPS}  # by name, without a call
+_ndarray = np.ndarray  # one global lookup on the fast path
 
 
 def _gpu_uncompressed(compress):
@@ -205,6 +207,7 @@ class Communicator:
         self._hierarchy = None  # made by the first op that uses it
         self._shrinks = 0  # shrink() calls so far: each agrees under keys of its own
         self._hierarchical = not flat and hierarchy.wanted(hosts)
+        self._flat = not self._hierarchical
         self.rank = rank
         self.size = size
         self.transport = kind
@@ -280,6 +283,21 @@ class Communicator:
         stochastic rounds stochastically, seeded by `seed` (default: the
         op's sequence number, reproducible).
         """
+        if (type(x) is _ndarray and compress is None and not async_op and timeout is None and self._flat
+                and (out is None or type(out) is _ndarray)):
+            # The common case in the fewest Python steps (the small ops' latency
+            # is mostly this layer's): numpy, blocking, one level, the default
+            # deadline; the native entry checks the rest before anything is sent.
+            if error_feedback is not None or stochastic or seed is not None or block_size != 64:
+                _uncompressed(block_size, stochastic, seed, error_feedback)
+            code = _OP_CODES.get(op) if type(op) is str else None
+            self._native.collective(ALLREDUCE, x, out, op_code(op) if code is None else code, 0, False,
+                                    self._timeout)
+            self._seq += 1
+            if log.level >= 3:
+                self._seq -= 1
+                self._submitted("allreduce", x, op=op)
+            return x if out is None else out
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if _on_gpu(x, out):
             if compress is None:

@@ -1,5 +1,7 @@
 #include "buffer.h"
 
+#include <pybind11/numpy.h>
+
 #include <cstring>
 #include <string>
 
@@ -68,9 +70,46 @@ bool dtype_from_dlpack(DLDataType t, DType* out) {
 
 const char* kSupported = "float32, float64, float16, bfloat16, int8, uint8, int32 or int64";
 
+bool dtype_from_numpy(int type_num, DType* out) {
+  using api = py::detail::npy_api;
+  switch (type_num) {
+    case api::NPY_FLOAT_: *out = DType::kFloat32; return true;
+    case api::NPY_DOUBLE_: *out = DType::kFloat64; return true;
+    case 23: *out = DType::kFloat16; return true;  // NPY_HALF
+    case api::NPY_BYTE_: *out = DType::kInt8; return true;
+    case api::NPY_UBYTE_: *out = DType::kUInt8; return true;
+    case api::NPY_INT_: *out = sizeof(int) == 4 ? DType::kInt32 : DType::kInt64; return sizeof(int) >= 4;
+    case api::NPY_LONG_: *out = sizeof(long) == 8 ? DType::kInt64 : DType::kInt32; return sizeof(long) >= 4;
+    case api::NPY_LONGLONG_: *out = DType::kInt64; return sizeof(long long) == 8;
+  }
+  return false;
+}
+
 }  // namespace
 
+// A numpy array read from its struct, as numpy's own C API does: the buffer
+// protocol would build a format string and a Py_buffer on every call, which
+// is most of a small op's binding cost. Anything unusual (another byte
+// order, an unsupported dtype, not C-contiguous, read-only where written)
+// returns false and takes the general path below, which words the error.
+bool HostBuffer::from_numpy(py::handle obj, bool writable) {
+  using api = py::detail::npy_api;
+  if (!api::get().PyArray_Check_(obj.ptr())) return false;
+  const auto* a = py::detail::array_proxy(obj.ptr());
+  const auto* d = py::detail::array_descriptor_proxy(a->descr);
+  if (d->byteorder == '>' || !dtype_from_numpy(d->type_num, &dtype_)) return false;
+  if (!(a->flags & api::NPY_ARRAY_C_CONTIGUOUS_) || (writable && !(a->flags & api::NPY_ARRAY_WRITEABLE_)))
+    return false;
+  size_t count = 1;
+  for (int i = 0; i < a->nd; ++i) count *= static_cast<size_t>(a->dimensions[i]);
+  data_ = a->data;
+  count_ = count;
+  array_ = py::reinterpret_borrow<py::object>(obj);  // alive while an async op uses it
+  return true;
+}
+
 HostBuffer::HostBuffer(py::handle obj, const char* what, bool writable) {
+  if (from_numpy(obj, writable)) return;
   if (PyObject_CheckBuffer(obj.ptr())) {
     if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_RECORDS_RO) != 0) throw py::error_already_set();
     has_view_ = true;

@@ -34,6 +34,8 @@ class HostBuffer {
   bool has_view_ = false;
   Py_buffer view_{};
   pybind11::object capsule_;  // DLPack: alive until we are done
+  pybind11::object array_;    // numpy, read directly: alive until we are done
+  bool from_numpy(pybind11::handle obj, bool writable);
 };
 
 }  // namespace pycomm

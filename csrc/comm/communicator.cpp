@@ -113,11 +113,16 @@ void Communicator::execute(Op& op) {
 }
 
 std::shared_ptr<Work> Communicator::submit(const CollArgs& args, bool async) {
+  Work local;  // an op run inline: its Work lives in this frame, not on the heap
   std::unique_lock<std::mutex> lk(mu_);
   if (closed_ || stopping_) throw CommError(ErrorKind::kValue, "the communicator is closed");
-  Op op{args, stamp_of(args, next_seq_++), std::make_shared<Work>()};
+  const bool inline_run = !async && queue_.empty() && !running_;
+  // (Not for a blocking op the worker runs: it may still be notifying the
+  // Work's waiters after this frame has returned.)
+  Op op{args, stamp_of(args, next_seq_++),
+        inline_run ? std::shared_ptr<Work>(std::shared_ptr<Work>(), &local) : std::make_shared<Work>()};
   std::shared_ptr<Work> work = op.work;
-  op.inline_run = !async && queue_.empty() && !running_;
+  op.inline_run = inline_run;
   flight_.queued(op.stamp, op.inline_run);
   if (op.inline_run) {
     running_ = true;  // inline: nothing may start until we are done
@@ -135,7 +140,7 @@ std::shared_ptr<Work> Communicator::submit(const CollArgs& args, bool async) {
     if (!async) work->wait(-1);  // each queued op ends by its own deadline
   }
   if (!async && work->failed()) work->rethrow();
-  return work;
+  return async ? work : nullptr;
 }
 
 void Communicator::worker_loop() {
