@@ -9,6 +9,7 @@ import itertools
 import os
 import secrets
 import sys
+import weakref
 from collections import deque
 
 import numpy as np
@@ -123,8 +124,6 @@ def _on_gpu(x, out):
 
 
 _SUM_AVG = {op_code("sum"): "sum", op_code("avg"): "avg"}
-_OP_CODES = {name: op_code(name) for name in _C.REDUCE_OPS}  # by name, without a call
-_ndarray = np.ndarray  # one global lookup on the fast path
 
 
 def _gpu_uncompressed(compress):
@@ -173,7 +172,6 @@ class Communicator:
         self._store = store
         self.name = name if name is not None else next(_comm_ids)
         prefix = f"pycomm/{self.name}"
-        self._seq = 0  # the next op's sequence number, as the native core stamps it
         self._gpu_logged = False
         self._inflight = deque()
         self._native = None
@@ -207,7 +205,11 @@ class Communicator:
         self._hierarchy = None  # made by the first op that uses it
         self._shrinks = 0  # shrink() calls so far: each agrees under keys of its own
         self._hierarchical = not flat and hierarchy.wanted(hosts)
-        self._flat = not self._hierarchical
+        if not self._hierarchical and type(self).allreduce is Communicator.allreduce:
+            # This instance's allreduce: the same method with a native fast path
+            # for numpy buffers (bindings/fast_allreduce.h), where small ops'
+            # latency is mostly the Python layer's.
+            self.allreduce = self._native.fast_allreduce(Communicator.allreduce, weakref.ref(self), self._timeout)
         self.rank = rank
         self.size = size
         self.transport = kind
@@ -283,21 +285,6 @@ class Communicator:
         stochastic rounds stochastically, seeded by `seed` (default: the
         op's sequence number, reproducible).
         """
-        if (type(x) is _ndarray and compress is None and not async_op and timeout is None and self._flat
-                and (out is None or type(out) is _ndarray)):
-            # The common case in the fewest Python steps (the small ops' latency
-            # is mostly this layer's): numpy, blocking, one level, the default
-            # deadline; the native entry checks the rest before anything is sent.
-            if error_feedback is not None or stochastic or seed is not None or block_size != 64:
-                _uncompressed(block_size, stochastic, seed, error_feedback)
-            code = _OP_CODES.get(op) if type(op) is str else None
-            self._native.collective(ALLREDUCE, x, out, op_code(op) if code is None else code, 0, False,
-                                    self._timeout)
-            self._seq += 1
-            if log.level >= 3:
-                self._seq -= 1
-                self._submitted("allreduce", x, op=op)
-            return x if out is None else out
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if _on_gpu(x, out):
             if compress is None:
@@ -537,9 +524,7 @@ class Communicator:
                                           async_op, timeout)
         else:
             w = self._native.collective(row.code, x, out if has_out else None, code, root, async_op, timeout)
-        self._seq += 1  # the native core numbered it: as _submitted, without the trace
         if log.level >= 3:
-            self._seq -= 1
             self._submitted(coll, x, "", op if row.reduces else None, root if row.rooted else None)
         if async_op:
             return self._track(w)
@@ -548,10 +533,9 @@ class Communicator:
         return x if out is None else out
 
     def _submitted(self, coll, x, detail="", op=None, root=None):
-        # Called once the native core took an op: it numbered it self._seq.
-        seq = self._seq
-        self._seq += 1
+        # Called once the native core took an op (the last it numbered).
         if log.level >= 3:
+            seq = self._native.ops_submitted() - 1
             detail = detail + ("" if op is None else f" {op}") + ("" if root is None else f" root {root}")
             if x is None:
                 log.trace(self, f"#{seq} {coll}, {self._native.algorithm(coll, 0)}")

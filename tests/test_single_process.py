@@ -28,6 +28,70 @@ def test_world_of_one(tmp_path, transport):
     store.close()
 
 
+def test_allreduce_fast_path_is_the_method(tmp_path):
+    # A flat communicator's allreduce is a native function (bindings/fast_allreduce.h)
+    # for numpy buffers; every other call goes to Communicator.allreduce. Both
+    # must answer alike: results, returned objects and errors.
+    store = pycomm.FileStore(str(tmp_path / "store"))
+    with pycomm.Communicator(0, 1, store, timeout=10) as comm:
+        fast, slow = comm.allreduce, lambda *a, **k: pycomm.Communicator.allreduce(comm, *a, **k)
+        assert type(fast).__name__ == "builtin_function_or_method" and fast.__name__ == "allreduce"
+        x = np.arange(6, dtype=np.float64)
+        for f in (fast, slow):
+            y = x.copy()
+            assert f(y) is y and f(y, "max") is y and f(y, op="avg", out=None) is y
+            out = np.empty_like(y)
+            assert f(y, "sum", out) is out and f(x=y, out=out, op="min", timeout=None, async_op=False) is out
+            assert np.array_equal(out, x)
+            # Through the Python method: another op form, a deadline, async, compression.
+            assert f(y, op=pycomm.ReduceOp.SUM, timeout=5.0) is y
+            f(y, async_op=True).wait()
+            z = np.ones(64, np.float32)
+            assert f(z, compress="int8") is z and np.allclose(z, 1, atol=0.02)
+        for args, kwargs, error in [
+                ((x,), {"out": np.empty(6, np.float32)}, TypeError),   # another dtype
+                ((x,), {"out": np.empty(5)}, ValueError),              # another size
+                ((x,), {"op": "mean"}, ValueError),                    # no such op
+                ((x,), {"op": 3.5}, ValueError),
+                ((x,), {"op": ["sum"]}, TypeError),
+                (([1.0, 2.0],), {}, TypeError),                        # not a buffer
+                ((np.ones(4, bool),), {}, TypeError),                  # no such dtype
+                ((np.ones((4, 4))[:, 1],), {}, ValueError),            # not contiguous
+                ((x,), {"x": x}, TypeError),                           # x twice
+                ((x,), {"outt": x}, TypeError),                        # no such parameter
+                ((x,), {"timeout": -1}, ValueError)]:
+            messages = set()
+            for f in (fast, slow):
+                with pytest.raises(error) as e_info:
+                    f(*args, **kwargs)
+                messages.add(str(e_info.value).replace("Communicator.allreduce()", "allreduce()"))
+            assert len(messages) == 1, messages  # word for word
+        ro = np.ones(3)
+        ro.flags.writeable = False
+        for f in (fast, slow):
+            with pytest.raises(ValueError, match="read-only"):
+                f(ro)
+    with pytest.raises(ValueError, match="closed"):
+        fast(np.ones(2))
+    store.close()
+
+
+def test_allreduce_fast_path_gives_way_to_tracing(tmp_path, capsys):
+    from pycomm import log
+    store = pycomm.FileStore(str(tmp_path / "store"))
+    try:
+        with pycomm.Communicator(0, 1, store, timeout=10) as comm:
+            log.configure("TRACE")
+            comm.allreduce(np.ones(2))
+            log.configure("")
+            comm.allreduce(np.ones(2))
+        err = capsys.readouterr().err
+        assert err.count("allreduce float64 x 2 sum") == 1, err
+    finally:
+        log.configure()
+        store.close()
+
+
 class _SwitchesOnRelease(np.ndarray):
     """An array whose last reference going runs Python code, so the GIL may
     pass to another thread in the middle of a Work letting its buffers go."""

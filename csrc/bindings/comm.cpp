@@ -16,6 +16,7 @@
 #include "buffer.h"
 #include "device_staging.h"
 #include "errors.h"
+#include "fast_allreduce.h"
 #include "gil.h"
 #include "py_work.h"
 #include "transport_capsule.h"
@@ -85,6 +86,7 @@ class PyComm {
                                            o.get_size("flight_recorder", kFlightEntries));
   }
 
+  uint64_t ops_submitted() { return comm_->ops_submitted(); }
   int rank() const { return comm_->rank(); }
   int size() const { return comm_->size(); }
   std::string transport() const { return comm_->transport_name(); }
@@ -623,6 +625,15 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("transport", &PyComm::transport)
       .def("collective", &PyComm::collective)
       .def("collective_v", &PyComm::collective_v)
+      .def("fast_allreduce",
+           [](py::object self, py::object general, py::object owner, double timeout) {
+             PyComm* c = &self.cast<PyComm&>();
+             return make_fast_allreduce(self, std::move(general), std::move(owner), timeout,
+                                        [c](py::handle x, py::handle out, int op, double t) {
+                                          c->collective(static_cast<int>(Coll::kAllreduce), x, out, op, 0, false, t);
+                                        });
+           })
+      .def("ops_submitted", [](PyComm& c) { return c.ops_submitted(); })
       .def("allreduce_int8", &PyComm::allreduce_int8)
       .def("reduce_scatter_int8", &PyComm::reduce_scatter_int8)
       .def("allgather_int8", &PyComm::allgather_int8)

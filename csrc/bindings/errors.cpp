@@ -20,20 +20,24 @@ py::object error_class(ErrorKind kind) {
   }
 }
 
+void set_comm_error(const CommError& e) {
+  if (e.kind() != ErrorKind::kValue && e.kind() != ErrorKind::kType) {
+    try {  // the flight records as the failure reaches Python (pycomm/flight.py)
+      py::module_::import("pycomm.flight").attr("on_error")();
+    } catch (py::error_already_set& dump_error) {
+      dump_error.discard_as_unraisable("pycomm: writing the flight records");
+    }
+  }
+  py::object cls = error_class(e.kind());
+  PyErr_SetObject(cls.ptr(), py::str(e.what()).ptr());
+}
+
 void register_error_translator() {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const CommError& e) {
-      if (e.kind() != ErrorKind::kValue && e.kind() != ErrorKind::kType) {
-        try {  // the flight records as the failure reaches Python (pycomm/flight.py)
-          py::module_::import("pycomm.flight").attr("on_error")();
-        } catch (py::error_already_set& dump_error) {
-          dump_error.discard_as_unraisable("pycomm: writing the flight records");
-        }
-      }
-      py::object cls = error_class(e.kind());
-      PyErr_SetObject(cls.ptr(), py::str(e.what()).ptr());
+      set_comm_error(e);
     }
   });
 }

@@ -8,6 +8,8 @@
 namespace pycomm {
 
 pybind11::object error_class(ErrorKind kind);
+// Sets the Python error for e (dumping the flight records first, where set).
+void set_comm_error(const CommError& e);
 void register_error_translator();
 
 }  // namespace pycomm

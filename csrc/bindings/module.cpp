@@ -1,4 +1,5 @@
 // pycomm._C: the native core. Each part binds itself; this file only gathers.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -7,6 +8,7 @@
 #include "../cuda/runtime.h"
 #include "../kernels/reduce.h"
 #include "errors.h"
+#include "fast_allreduce.h"
 
 namespace py = pybind11;
 
@@ -20,6 +22,10 @@ void bind_cuda(py::module_& m);
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pycomm native core: kernels, transports, collectives, communicator";
   pycomm::register_error_translator();
+  // numpy's C API (HostBuffer reads arrays through it), looked up now, on the
+  // importing thread: its first use releases and retakes the GIL, which a
+  // daemon thread must not do as the interpreter exits (see gil.h).
+  py::detail::npy_api::get();
   pycomm::bind_kernels(m);
   pycomm::bind_comm(m);
   pycomm::bind_quantize(m);
@@ -31,6 +37,7 @@ PYBIND11_MODULE(_C, m) {
   for (int i = 0; i < pycomm::kNumRedOps; ++i) ops[pycomm::redop_name(static_cast<pycomm::RedOp>(i))] = i;
   m.attr("DTYPES") = dtypes;
   m.attr("REDUCE_OPS") = ops;
+  m.def("set_trace_calls", &pycomm::set_trace_calls);
   m.def("operations", [] {
     size_t n = 0;
     const pycomm::OpInfo* table = pycomm::op_table(&n);
