@@ -32,10 +32,28 @@ int param_index(PyObject* name) {
   return -1;
 }
 
-int op_by_name(PyObject* op) {
-  for (int i = 0; i < kNumRedOps; ++i)
-    if (PyUnicode_CompareWithASCIIString(op, redop_name(static_cast<RedOp>(i))) == 0) return i;
-  return -1;
+// An op by name or code (an int or a pycomm.ReduceOp, not a bool); -1:
+// anything else, which the Python method words the error for.
+int op_code(PyObject* op) {
+  if (PyUnicode_Check(op)) {
+    for (int i = 0; i < kNumRedOps; ++i)
+      if (PyUnicode_CompareWithASCIIString(op, redop_name(static_cast<RedOp>(i))) == 0) return i;
+    return -1;
+  }
+  if (!PyLong_Check(op) || PyBool_Check(op)) return -1;
+  const long v = PyLong_AsLong(op);
+  if (v == -1 && PyErr_Occurred()) PyErr_Clear();
+  return v >= 0 && v < kNumRedOps ? static_cast<int>(v) : -1;
+}
+
+// A deadline in seconds (an int or a float, not a bool, > 0); 0: anything
+// else, which the Python method words the error for.
+double positive_seconds(PyObject* t) {
+  double v = 0;
+  if (PyFloat_CheckExact(t)) v = PyFloat_AS_DOUBLE(t);
+  else if (PyLong_CheckExact(t)) v = PyLong_AsDouble(t);
+  if (v == -1.0 && PyErr_Occurred()) PyErr_Clear();
+  return v > 0 ? v : 0;
 }
 
 bool is_array(PyObject* o) { return py::detail::npy_api::get().PyArray_Check_(o); }
@@ -71,14 +89,15 @@ PyObject* call(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject
   }
   PyObject *x = a[0], *op = a[1], *out = a[2] == Py_None ? nullptr : a[2];
   int code = 0;  // "sum"
+  double timeout = st->timeout;
   if (fast) {
-    fast = x != nullptr && is_array(x) && (out == nullptr || is_array(out)) &&
-           (a[3] == nullptr || a[3] == Py_False) && (a[4] == nullptr || a[4] == Py_None);
-    if (fast && op != nullptr) fast = PyUnicode_Check(op) && (code = op_by_name(op)) >= 0;
+    fast = x != nullptr && is_array(x) && (out == nullptr || is_array(out)) && (a[3] == nullptr || a[3] == Py_False);
+    if (fast && op != nullptr) fast = (code = op_code(op)) >= 0;
+    if (fast && a[4] != nullptr && a[4] != Py_None) fast = (timeout = positive_seconds(a[4])) > 0;
   }
   if (!fast) return call_general(*st, args, nargs, kwnames);
   try {
-    st->run(x, out == nullptr ? py::handle(Py_None) : py::handle(out), code, st->timeout);
+    st->run(x, out == nullptr ? py::handle(Py_None) : py::handle(out), code, timeout);
   } catch (py::error_already_set& e) {
     e.restore();
     return nullptr;
