@@ -11,8 +11,9 @@ the rows in turn, so the VM's drift between minutes falls on every row alike:
   price of crossing from Python into C++ at all;
 - the native entry (`_C.Communicator.collective`) on a one-rank communicator:
   argument checks, buffer export, the op's submission, the local copy;
-- the Python API (`Communicator.allreduce`) on a one-rank communicator:
-  the above plus pycomm's Python layer;
+- the API (`comm.allreduce`) on a one-rank communicator: for numpy buffers
+  the native fast path (bindings/fast_allreduce.h), which bypasses the
+  entry above (pybind11's dispatcher), so it can cost less than that row;
 - the native entry on all ranks: the above plus the transport (writing to
   the peers, their wake-up and reduce, the return);
 - the Python API on all ranks: what a user measures;
