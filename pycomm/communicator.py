@@ -15,8 +15,7 @@ from collections import deque
 import numpy as np
 
 from . import _C
-from . import device, hierarchy, log, shrink
-from .error_feedback import ErrorFeedback
+from . import device, hierarchy, int8_args, log, shrink
 from .group import Group
 from .operations import ALLREDUCE, OPERATIONS, ROWS, elems, per_rank, present
 from .ops import op_code
@@ -89,64 +88,10 @@ def _flat_empty(like, count):
     return np.empty(count, dtype=np.asarray(like).dtype)
 
 
-def _float32_empty(like, count):
-    """A new 1-D float32 buffer of `count` elements, of like's kind (numpy or torch)."""
-    if hasattr(like, "new_empty"):
-        import torch  # already imported by whoever made `like`
-        return like.new_empty((count,), dtype=torch.float32)
-    return np.empty(count, dtype=np.float32)
-
-
-def _is_float32(x):
-    dtype = getattr(x, "dtype", None)
-    return str(dtype if dtype is not None else np.asarray(x).dtype) in ("float32", "torch.float32")
-
-
-def _residuals(ef, layout, owned, call):
-    """Runs call(worker, owner) with ef's residuals; a call refused before it
-    started leaves a fresh ef unallocated."""
-    if ef is None:
-        return call(None, None)
-    fresh = not ef.initialized
-    worker, owner = ef._buffers(layout, owned)
-    try:
-        return call(worker, owner)
-    except (TypeError, ValueError):
-        if fresh:
-            ef.reset()
-        raise
-
-
 def _on_gpu(x, out):
     if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):  # the common case, first
         return False
     return device.describe(x) is not None or (out is not None and device.describe(out, "out") is not None)
-
-
-_SUM_AVG = {op_code("sum"): "sum", op_code("avg"): "avg"}
-
-
-def _gpu_uncompressed(compress):
-    if compress is not None:
-        raise ValueError("compress='int8' of GPU buffers is available for allreduce only")
-
-
-def _int8_options(compress, block_size, stochastic, seed, error_feedback):
-    if compress != "int8":
-        raise ValueError(f"compress must be None or 'int8', got {compress!r}")
-    if isinstance(block_size, bool) or not isinstance(block_size, int):
-        raise TypeError(f"block_size must be an int, not {type(block_size).__name__}")
-    if error_feedback is not None and not isinstance(error_feedback, ErrorFeedback):
-        raise TypeError("error_feedback must be a pycomm.ErrorFeedback, not "
-                        f"{type(error_feedback).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
-    return block_size, bool(stochastic), None if seed is None else seed & 0xFFFFFFFFFFFFFFFF
-
-
-def _uncompressed(block_size, stochastic, seed, error_feedback):
-    if error_feedback is not None or stochastic or seed is not None or block_size != 64:
-        raise ValueError("block_size, stochastic, seed and error_feedback need compress='int8'")
 
 
 def _size_of(x):
@@ -288,14 +233,14 @@ class Communicator:
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         if _on_gpu(x, out):
             if compress is None:
-                _uncompressed(block_size, stochastic, seed, error_feedback)
+                int8_args.uncompressed(block_size, stochastic, seed, error_feedback)
                 return self._device_op("allreduce", x, out, op, 0, async_op, timeout)
-            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
+            block_size, stochastic, seed = int8_args.options(compress, block_size, stochastic, seed,
                                                          error_feedback)
             return self._device_allreduce_int8(x, out, op, block_size, stochastic, seed, error_feedback,
                                                async_op, timeout)
         if compress is None:
-            _uncompressed(block_size, stochastic, seed, error_feedback)
+            int8_args.uncompressed(block_size, stochastic, seed, error_feedback)
             if self._hierarchical and not async_op and hierarchy.suitable(x, out):
                 if self._hierarchy is None:
                     self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
@@ -304,15 +249,15 @@ class Communicator:
             self._submitted("allreduce", x, op=op)
             result = x if out is None else out
         else:
-            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
+            block_size, stochastic, seed = int8_args.options(compress, block_size, stochastic, seed,
                                                          error_feedback)
             n = _size_of(x)
-            if out is None and not _is_float32(x):
-                out = _float32_empty(x, n)
+            if out is None and not int8_args.is_float32(x):
+                out = int8_args.float32_empty(x, n)
             layout = {"op": "allreduce", "count": n, "world_size": self.size, "rank": self.rank,
                       "block_size": block_size, "device": "cpu"}
             owned = self._native.int8_owned(n, block_size) if error_feedback is not None else 0
-            w = _residuals(error_feedback, layout, owned, lambda worker, owner: self._native.allreduce_int8(
+            w = int8_args.residuals(error_feedback, layout, owned, lambda worker, owner: self._native.allreduce_int8(
                 x, out, op_code(op), block_size, stochastic, seed, worker, owner, async_op, timeout))
             self._submitted("allreduce", x, f" {op}, int8 block {block_size}")
             result = x if out is None else out
@@ -334,30 +279,30 @@ class Communicator:
                 raise ValueError("compress='int8' takes no counts")
             return self._collective("reduce_scatterv", x, out, op, 0, async_op, timeout, counts=counts)
         if _on_gpu(x, out):
-            _gpu_uncompressed(compress)
+            int8_args.gpu_uncompressed(compress)
             return self._device_op("reduce_scatter", x, out, op, 0, async_op, timeout)
         if out is None:
             n = _size_of(x)
             if n % self.size:
                 raise ValueError(f"reduce_scatter needs x.size divisible by comm.size ({self.size}), got {n}")
-            out = _flat_empty(x, n // self.size) if compress is None else _float32_empty(x, n // self.size)
+            out = _flat_empty(x, n // self.size) if compress is None else int8_args.float32_empty(x, n // self.size)
         if compress is None:
-            _uncompressed(block_size, stochastic, seed, error_feedback)
+            int8_args.uncompressed(block_size, stochastic, seed, error_feedback)
             w = self._native.collective(ROWS["reduce_scatter"].code, x, out, op_code(op), 0, async_op, timeout)
             self._submitted("reduce_scatter", x, op=op)
         else:
-            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed,
+            block_size, stochastic, seed = int8_args.options(compress, block_size, stochastic, seed,
                                                          error_feedback)
             if (self._hierarchical and not async_op and hierarchy.suitable_reduce_scatter(x, out)
-                    and x.size == self.size * out.size and op_code(op) in _SUM_AVG):
+                    and x.size == self.size * out.size and op_code(op) in int8_args.SUM_AVG):
                 if self._hierarchy is None:
                     self._hierarchy = hierarchy.Hierarchy(self, self._hosts)
                 return self._hierarchy.reduce_scatter_int8(
-                    x, out, _SUM_AVG[op_code(op)], timeout, block_size=block_size, stochastic=stochastic,
+                    x, out, int8_args.SUM_AVG[op_code(op)], timeout, block_size=block_size, stochastic=stochastic,
                     seed=seed, error_feedback=error_feedback)
             layout = {"op": "reduce_scatter", "count": _size_of(x), "world_size": self.size,
                       "rank": self.rank, "block_size": block_size, "device": "cpu"}
-            w = _residuals(error_feedback, layout, 0, lambda worker, _: self._native.reduce_scatter_int8(
+            w = int8_args.residuals(error_feedback, layout, 0, lambda worker, _: self._native.reduce_scatter_int8(
                 x, out, op_code(op), block_size, stochastic, seed, worker, async_op, timeout))
             self._submitted("reduce_scatter", x, f" {op}, int8 block {block_size}")
         return self._track(w) if async_op else out
@@ -381,14 +326,14 @@ class Communicator:
                 raise ValueError("compress='int8' takes no counts")
             timeout = self._timeout if timeout is None else _check_timeout(timeout)
             if _on_gpu(x, out):
-                _gpu_uncompressed(compress)
-            block_size, stochastic, seed = _int8_options(compress, block_size, stochastic, seed, None)
+                int8_args.gpu_uncompressed(compress)
+            block_size, stochastic, seed = int8_args.options(compress, block_size, stochastic, seed, None)
             if out is None:
                 out = _flat_empty(x, self.size * _size_of(x))
             w = self._native.allgather_int8(x, out, block_size, stochastic, seed, async_op, timeout)
             self._submitted("allgather", x, f", int8 block {block_size}")
             return self._track(w) if async_op else out
-        _uncompressed(block_size, stochastic, seed, None)
+        int8_args.uncompressed(block_size, stochastic, seed, None)
         if counts is not None:
             return self._collective("allgatherv", x, out, "sum", 0, async_op, timeout, counts=counts)
         return self._collective("allgather", x, out, "sum", 0, async_op, timeout)
