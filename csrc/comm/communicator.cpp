@@ -139,8 +139,16 @@ std::shared_ptr<Work> Communicator::submit(const CollArgs& args, bool async) {
     cv_.notify_all();
     if (!async) work->wait(-1);  // each queued op ends by its own deadline
   }
-  if (!async && work->failed()) work->rethrow();
-  return async ? work : nullptr;
+  if (async) return work;
+  if (work->failed()) work->rethrow();
+  // Done: one shared completed Work stands for every blocking op that
+  // succeeded (this one's may live in this frame).
+  static const std::shared_ptr<Work> done = [] {
+    auto w = std::make_shared<Work>();
+    w->finish();
+    return w;
+  }();
+  return done;
 }
 
 void Communicator::worker_loop() {

@@ -53,7 +53,7 @@ class Communicator {
   const char* transport_name() const { return transport_->name(); }
   uint64_t ops_submitted();
 
-  // Blocking (async=false): returns null when the op is done, throwing its error.
+  // Blocking (async=false): returns a completed Work when the op is done, throwing its error.
   // Async: returns at once; the Work reports completion and errors. For GPU
   // buffers "done" means queued: the caller's stream is ordered after the op
   // (device.h), as with NCCL.
