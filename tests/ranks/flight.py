@@ -51,22 +51,15 @@ def main():
             raise AssertionError("mismatched allreduces completed")
     elif scenario == "p2p":
         big = np.ones(1 << 18, np.float32)
-        if r == 0:
-            comm.send(big, 1, tag=5)
+        if r in (0, 1):
+            op = comm.send if r == 0 else comm.recv
+            op(big, 1 - r, tag=5)
             try:
-                comm.send(big, 1, tag=5, timeout=2)
+                op(big, 1 - r, tag=5 if r == 0 else 7, timeout=2)
             except pycomm.TimeoutError:
                 comm.dump_flight_record()
             else:
-                raise AssertionError("a send without its receive completed")
-        elif r == 1:
-            comm.recv(big, 0, tag=5)
-            try:
-                comm.recv(big, 0, tag=7, timeout=2)
-            except pycomm.TimeoutError:
-                comm.dump_flight_record()
-            else:
-                raise AssertionError("a receive without its send completed")
+                raise AssertionError(f"rank {r}'s second {op.__name__} completed without its peer")
         comm.store.barrier("flight-test", r, n, 30)
     else:
         raise SystemExit(f"unknown scenario {scenario}")
