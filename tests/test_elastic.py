@@ -1,5 +1,5 @@
 """Elastic restarts (issue 21): a torchrun job on "pycomm" whose rank 1 is
-SIGKILLed mid-training is restarted by torchrun, resumes from its last
+SIGKILLed mid-training (twice) is restarted by torchrun, resumes from its last
 checkpoint (model, optimizer and the int8 hook's error-feedback residuals)
 and ends bitwise where an uninterrupted run ends; resumed without the
 residuals it does not, which shows the residuals are what carries it."""
@@ -36,11 +36,13 @@ def torchrun(tmp_path, name, *args):
 def test_killed_rank_restarts_from_checkpoint(tmp_path):
     before = shm_files()
     whole = torchrun(tmp_path, "whole")
-    killed = torchrun(tmp_path, "killed", "--kill-at", "10")
+    killed = torchrun(tmp_path, "killed", "--kill-at", "10,11")
     forgot = torchrun(tmp_path, "forgot", "--kill-at", "10", "--forget-int8")
     assert whole["attempt"] == 0 and whole["resumed_from"] == 0
-    # torchrun restarted the group once; it resumed from the step-8 checkpoint.
-    assert killed["attempt"] == 1 and killed["resumed_from"] == 8, killed
+    # torchrun restarted the group twice: from the step-8 checkpoint, then from
+    # the one taken right after resuming (step 9), while the restored buckets
+    # still travelled in the saved order.
+    assert killed["attempt"] == 2 and killed["resumed_from"] == 9, killed
     assert killed["losses"] == whole["losses"]
     assert killed["params"] == whole["params"]
     # The control: the same restart without the residuals drifts.

@@ -88,9 +88,11 @@ class Int8State:
         buckets = []
         for key, ef in self._feedback.items():
             if ef.initialized:
-                layout = self._offsets[key]
-                buckets.append({"params": [names[pid] for pid, _, _ in layout],
-                                "numels": [n for _, _, n in layout], "feedback": ef.state_dict()})
+                numel = {pid: n for pid, _, n in self._offsets[key]}
+                # The parameters in the order the residuals hold them (a restored bucket's travel order).
+                pids = self._order[key][1] if key in self._order else [pid for pid, _, _ in self._offsets[key]]
+                buckets.append({"params": [names[pid] for pid in pids], "numels": [numel[pid] for pid in pids],
+                                "feedback": ef.state_dict()})
         buckets += self._restored.values()  # loaded, not yet taken up by a bucket
         return {"block_size": self.block_size, "error_feedback": self.error_feedback, "buckets": buckets}
 

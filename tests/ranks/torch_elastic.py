@@ -1,11 +1,12 @@
 """DDP with pycomm's int8 hook under torchrun, checkpointing as it goes.
 
-    torchrun --standalone --nproc-per-node=3 --max-restarts=2 tests/ranks/torch_elastic.py DIR [--kill-at STEP]
+    torchrun --standalone --nproc-per-node=3 --max-restarts=2 tests/ranks/torch_elastic.py DIR [--kill-at A[,B]]
 
-With --kill-at, rank 1 SIGKILLs itself at that step of the first attempt;
-torchrun restarts the whole worker group, every rank loads the last
-checkpoint (model, optimizer, the hook's error-feedback residuals) and
-trains on. Each step's data comes from a generator seeded by (step, rank),
+With --kill-at A[,B], rank 1 SIGKILLs itself at step A of the first attempt
+(and B of the second); torchrun restarts the whole worker group, every rank
+loads the last checkpoint (model, optimizer, the hook's error-feedback
+residuals) and trains on. Checkpoints are taken every 4 steps and right
+after the first step of a resumed attempt. Each step's data comes from a generator seeded by (step, rank),
 so an interrupted run and an uninterrupted one see the same batches. Rank 0
 writes DIR/result.json: the losses, a digest of the final parameters and
 the attempt it finished in (--forget-int8 resumes without the hook's
@@ -73,7 +74,7 @@ def resume(ckpt, rank, ddp, opt, state, forget_int8):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
-    ap.add_argument("--kill-at", type=int, default=None)
+    ap.add_argument("--kill-at", default="", help="comma-separated: the step rank 1 dies at in attempt 0, 1, ...")
     ap.add_argument("--forget-int8", action="store_true", help="resume without the hook's residuals (a control)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -89,9 +90,10 @@ def main():
     ddp.register_comm_hook(state, hooks.int8_hook)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     start, losses = resume(ckpt, rank, ddp, opt, state, args.forget_int8)
+    kills = [int(k) for k in args.kill_at.split(",") if k]
 
     for step in range(start, STEPS):
-        if args.kill_at == step and attempt == 0 and rank == 1:
+        if kills[attempt:attempt + 1] == [step] and rank == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         x, y = batch(step, rank)
         loss = nn.functional.mse_loss(ddp(x), y)
@@ -99,7 +101,8 @@ def main():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if (step + 1) % EVERY == 0:
+        # Also right after resuming: the restored buckets still travel in the saved order then.
+        if (step + 1) % EVERY == 0 or step == start > 0:
             save(ckpt, step + 1, rank, ddp, opt, state, losses)
 
     if rank == 0:
