@@ -1,4 +1,5 @@
 """A world of one rank needs no launcher; and nothing is left in /dev/shm."""
+import gc
 import os
 import subprocess
 import sys
@@ -73,6 +74,13 @@ def test_allreduce_fast_path_is_the_method(tmp_path):
                 f(ro)
     with pytest.raises(ValueError, match="closed"):
         fast(np.ones(2))
+    # The function holds its communicator weakly: a call it cannot take itself says so.
+    comm = pycomm.Communicator(0, 1, store, timeout=10)
+    fast = comm.allreduce
+    del comm
+    gc.collect()
+    with pytest.raises(ReferenceError, match="gone"):
+        fast([1.0])
     store.close()
 
 

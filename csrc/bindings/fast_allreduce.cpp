@@ -59,9 +59,15 @@ double positive_seconds(PyObject* t) {
 bool is_array(PyObject* o) { return py::detail::npy_api::get().PyArray_Check_(o); }
 
 PyObject* call_general(State& st, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  PyObject* owner = PyWeakref_GetObject(st.owner.ptr());  // borrowed
+  PyObject* owner = nullptr;  // a strong reference: alive through the call
+#if PY_VERSION_HEX >= 0x030D0000
+  if (PyWeakref_GetRef(st.owner.ptr(), &owner) < 0) return nullptr;
+#else
+  owner = PyWeakref_GetObject(st.owner.ptr());
   if (owner == nullptr) return nullptr;
-  if (owner == Py_None) {
+  owner = owner == Py_None ? nullptr : (Py_INCREF(owner), owner);
+#endif
+  if (owner == nullptr) {
     PyErr_SetString(PyExc_ReferenceError, "the pycomm.Communicator of this allreduce is gone");
     return nullptr;
   }
@@ -69,7 +75,6 @@ PyObject* call_general(State& st, PyObject* const* args, Py_ssize_t nargs, PyObj
   std::vector<PyObject*> all(1 + nargs + nkw);
   all[0] = owner;
   for (Py_ssize_t i = 0; i < nargs + nkw; ++i) all[1 + i] = args[i];
-  Py_INCREF(owner);  // alive through the call, whatever the callee does with the weakref
   PyObject* result = PyObject_Vectorcall(st.general.ptr(), all.data(), 1 + nargs, kwnames);
   Py_DECREF(owner);
   return result;
