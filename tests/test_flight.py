@@ -101,42 +101,44 @@ def torch_analyze(folder, prefix):
     return proc.stdout + proc.stderr
 
 
+def scenario(ranks, tmp_path, n, name, k, env=None):
+    """Runs ranks/flight.py's scenario on n ranks; pycomm's analysis of the
+    dumps, and the name prefix of their files (for torch's analyzer)."""
+    ranks(n, "flight.py", name, k, env={"PYCOMM_FLIGHT_DIR": str(tmp_path), **(env or {})}, timeout=60)
+    return analyze(tmp_path), sorted(os.listdir(tmp_path))[0][:-1]
+
+
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
 def test_hang_names_the_rank_and_op(ranks, tmp_path, transport):
     # Rank 2 stops calling after op #5 (4 allreduces and a barrier); ranks 0 and 1 time out in op #5.
-    env = {"PYCOMM_FLIGHT_DIR": str(tmp_path), "TEST_TRANSPORT": transport}
-    ranks(3, "flight.py", "hang", 4, env=env, timeout=60)
+    text, prefix = scenario(ranks, tmp_path, 3, "hang", 4, env={"TEST_TRANSPORT": transport})
     files = sorted(os.listdir(tmp_path))
     assert len(files) == 3 and all(f.startswith("pycomm_") and f[-1] in "012" for f in files), files
-    text = analyze(tmp_path)
     assert "op #5 did not complete everywhere" in text, text
     assert "ranks not joining op #5: [2] (their last recorded op: rank 2 #4)" in text, text
     assert "rank 0: allreduce #5, float32 x 4, sum: failed: " in text and "timeout after 3 s" in text, text
-    prefix = files[0][:-1]
     out = torch_analyze(tmp_path, prefix)
     assert "Not all ranks joining collective" in out and "missing ranks: {2}" in out, out[-3000:]
 
 
 def test_mismatch_names_both_calls(ranks, tmp_path):
-    ranks(3, "flight.py", "mismatch", 2, env={"PYCOMM_FLIGHT_DIR": str(tmp_path)}, timeout=60)
-    text = analyze(tmp_path)
+    text, prefix = scenario(ranks, tmp_path, 3, "mismatch", 2)
     assert "op #2 did not complete everywhere" in text, text
     assert "mismatched calls in op #2:" in text, text
     assert "ranks [0, 2]: allreduce #2, float32 x 4, sum" in text and "ranks [1]: allreduce #2, float32 x 5, sum" in text
-    out = torch_analyze(tmp_path, sorted(os.listdir(tmp_path))[0][:-1])
+    out = torch_analyze(tmp_path, prefix)
     assert "Culprit rank" in out and "input sizes" in out, out[-3000:]
 
 
 def test_p2p_names_the_unmatched_send_and_recv(ranks, tmp_path):
-    ranks(2, "flight.py", "p2p", 2, env={"PYCOMM_FLIGHT_DIR": str(tmp_path)}, timeout=60)
-    text = analyze(tmp_path)
+    text, prefix = scenario(ranks, tmp_path, 2, "p2p", 2)
     assert "every recorded collective op completed on every rank" in text, text
     assert "rank 0: send #1 to rank 1, tag 5, float32 x 262144: failed: " in text, text
     assert "rank 1 posted no matching recv: 1 recv(s) with rank 0 and tag 5; this is send number 2" in text, text
     assert "rank 1: recv #1 from rank 0, tag 7, float32 x 262144: failed: " in text, text
     assert "rank 0 posted no matching send: 0 send(s) with rank 1 and tag 7; this is recv number 1" in text, text
     assert "send #0" not in text and "recv #0" not in text  # completed ones are not reported
-    out = torch_analyze(tmp_path, sorted(os.listdir(tmp_path))[0][:-1])  # collectives only, all complete
+    out = torch_analyze(tmp_path, prefix)  # collectives only, all complete
     assert "Traceback" not in out, out[-3000:]
 
 
