@@ -24,9 +24,10 @@ from .quantize import dequantize_int8, quantize_int8
 from .store import FileStore, Store, TCPStore
 
 Work = _C.Work
+Memory = _C.Memory  # host memory by address (csrc/bindings/memory.h)
 __version__ = "0.1.0"
 
 __all__ = [
-    "Communicator", "ErrorFeedback", "ReduceOp", "Work", "Store", "TCPStore", "FileStore",
+    "Communicator", "ErrorFeedback", "Memory", "ReduceOp", "Work", "Store", "TCPStore", "FileStore",
     "CommError", "TimeoutError", "MismatchError", "PeerLostError", "AbortedError",
 ]

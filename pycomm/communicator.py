@@ -95,6 +95,8 @@ def _on_gpu(x, out):
 
 
 def _size_of(x):
+    if type(x) is _C.Memory:
+        return x.count
     if hasattr(x, "numel"):
         return x.numel()
     return np.asarray(x).size
@@ -152,7 +154,7 @@ class Communicator:
         self._hierarchical = not flat and hierarchy.wanted(hosts)
         if not self._hierarchical and type(self).allreduce is Communicator.allreduce:
             # This instance's allreduce: the same method with a native fast path
-            # for numpy buffers (bindings/fast_allreduce.h), where small ops'
+            # for numpy buffers and Memory (bindings/fast_allreduce.h), where small ops'
             # latency is mostly the Python layer's.
             self.allreduce = self._native.fast_allreduce(Communicator.allreduce, weakref.ref(self), self._timeout)
         self.rank = rank
@@ -485,8 +487,11 @@ class Communicator:
             if x is None:
                 log.trace(self, f"#{seq} {coll}, {self._native.algorithm(coll, 0)}")
                 return
-            count = x.numel() if callable(getattr(x, "numel", None)) else getattr(x, "size", "?")
-            block = count * (x.element_size() if hasattr(x, "element_size") else np.dtype(x.dtype).itemsize)
+            if type(x) is _C.Memory:
+                count, block = x.count, x.nbytes
+            else:
+                count = x.numel() if callable(getattr(x, "numel", None)) else getattr(x, "size", "?")
+                block = count * (x.element_size() if hasattr(x, "element_size") else np.dtype(x.dtype).itemsize)
             if OPERATIONS[coll]["in"].startswith("ranks"):
                 block //= self.size
             algo = self._native.algorithm(coll + "_int8" if "int8" in detail else coll, block)

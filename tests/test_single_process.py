@@ -84,6 +84,54 @@ def test_allreduce_fast_path_is_the_method(tmp_path):
     store.close()
 
 
+def test_memory(tmp_path):
+    # pycomm.Memory: host memory by address, count and dtype (bindings/memory.h).
+    a = np.arange(6, dtype=np.float32)
+    m = pycomm.Memory(a.ctypes.data, a.size, "float32", keep=a)
+    assert (m.address, m.count, m.dtype, m.nbytes, m.readonly, m.keep) == (a.ctypes.data, 6, "float32", 24, False, a)
+    assert repr(m) == f"pycomm.Memory(address={a.ctypes.data:#x}, count=6, dtype='float32')"
+    v = np.asarray(m)  # the buffer protocol: a view
+    v[0] = 7
+    assert a[0] == 7 and v.dtype == np.float32
+    assert not np.asarray(pycomm.Memory(a.ctypes.data, 6, "float32", readonly=True)).flags.writeable
+    with pytest.raises(BufferError, match="bfloat16"):
+        memoryview(pycomm.Memory(a.ctypes.data, 2, "bfloat16"))
+    assert pycomm.Memory(0, 0, "int8").count == 0
+    assert pycomm.Memory(**{"address": 8, "count": 1, "dtype": "int64"}).nbytes == 8
+    for args, error, match in [((-1, 1, "float32"), ValueError, "non-negative"),
+                               ((2**70, 1, "float32"), ValueError, "fits a pointer"),
+                               ((0, 1, "float32"), ValueError, "null pointer"),
+                               ((8, -1, "float32"), ValueError, "count"),
+                               ((8, 2**62, "float64"), ValueError, "overflows"),
+                               ((8, 1, "f32"), ValueError, "unknown dtype"),
+                               ((8, 1, np.float32), TypeError, "name"),
+                               ((8.0, 1, "float32"), TypeError, "ints"),
+                               ((True, 1, "float32"), TypeError, "ints"),
+                               ((8, 1), TypeError, "missing argument dtype")]:
+        with pytest.raises(error, match=match):
+            pycomm.Memory(*args)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        pycomm.Memory(8, 1, "int8", size=1)
+    store = pycomm.FileStore(str(tmp_path / "store"))
+    with pycomm.Communicator(0, 1, store, timeout=10) as comm:
+        x = np.arange(6, dtype=np.float64)
+        out = np.zeros_like(x)
+        for f in (comm.allreduce, lambda *a, **k: pycomm.Communicator.allreduce(comm, *a, **k)):
+            out[:] = 0
+            mo = pycomm.Memory(out.ctypes.data, 6, "float64")
+            assert f(pycomm.Memory(x.ctypes.data, 6, "float64", readonly=True), out=mo) is mo
+            assert np.array_equal(out, x)
+            with pytest.raises(ValueError, match="read-only"):
+                f(pycomm.Memory(x.ctypes.data, 6, "float64", readonly=True))
+            with pytest.raises(TypeError):
+                f(pycomm.Memory(x.ctypes.data, 6, "float32"), out=mo)  # another dtype
+        # An async op holds the Memory, and the Memory its `keep`.
+        y = np.ones(4)
+        w = comm.allreduce(pycomm.Memory(y.ctypes.data, 4, "float64", keep=y), async_op=True)
+        w.wait()
+    store.close()
+
+
 def test_allreduce_fast_path_gives_way_to_tracing(tmp_path, capsys):
     from pycomm import log
     store = pycomm.FileStore(str(tmp_path / "store"))
@@ -91,10 +139,13 @@ def test_allreduce_fast_path_gives_way_to_tracing(tmp_path, capsys):
         with pycomm.Communicator(0, 1, store, timeout=10) as comm:
             log.configure("TRACE")
             comm.allreduce(np.ones(2))
+            one = np.ones(3, np.float32)
+            comm.allreduce(pycomm.Memory(one.ctypes.data, 3, "float32"))
             log.configure("")
             comm.allreduce(np.ones(2))
         err = capsys.readouterr().err
         assert err.count("allreduce float64 x 2 sum") == 1, err
+        assert err.count("allreduce float32 x 3 sum") == 1, err
     finally:
         log.configure()
         store.close()

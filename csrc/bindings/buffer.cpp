@@ -1,5 +1,7 @@
 #include "buffer.h"
 
+#include "memory.h"
+
 #include <pybind11/numpy.h>
 
 #include <cstring>
@@ -110,6 +112,15 @@ bool HostBuffer::from_numpy(py::handle obj, bool writable) {
 
 HostBuffer::HostBuffer(py::handle obj, const char* what, bool writable) {
   if (from_numpy(obj, writable)) return;
+  MemoryView m;
+  if (memory_view(obj.ptr(), &m)) {
+    if (writable && m.readonly) throw py::value_error(std::string(what) + " is read-only but is written to");
+    data_ = m.data;
+    count_ = m.count;
+    dtype_ = m.dtype;
+    array_ = py::reinterpret_borrow<py::object>(obj);  // alive while an async op uses it
+    return;
+  }
   if (PyObject_CheckBuffer(obj.ptr())) {
     if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_RECORDS_RO) != 0) throw py::error_already_set();
     has_view_ = true;

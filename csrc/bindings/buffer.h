@@ -1,5 +1,5 @@
-// Host memory handed in from Python: numpy arrays and anything else with the
-// buffer protocol, or with __dlpack__ (CPU torch tensors, without pycomm
+// Host memory handed in from Python: numpy arrays, pycomm.Memory (memory.h),
+// anything else with the buffer protocol, or with __dlpack__ (CPU torch tensors, without pycomm
 // importing torch). The view keeps the exporter alive and its export held
 // until the op using it is done.
 #pragma once
@@ -34,7 +34,7 @@ class HostBuffer {
   bool has_view_ = false;
   Py_buffer view_{};
   pybind11::object capsule_;  // DLPack: alive until we are done
-  pybind11::object array_;    // numpy, read directly: alive until we are done
+  pybind11::object array_;    // numpy or Memory, read directly: alive until we are done
   bool from_numpy(pybind11::handle obj, bool writable);
 };
 

@@ -7,6 +7,7 @@
 
 #include "../common/dtype.h"
 #include "errors.h"
+#include "memory.h"
 
 namespace py = pybind11;
 
@@ -56,7 +57,8 @@ double positive_seconds(PyObject* t) {
   return v > 0 ? v : 0;
 }
 
-bool is_array(PyObject* o) { return py::detail::npy_api::get().PyArray_Check_(o); }
+// What the fast path reads directly (HostBuffer): numpy arrays and pycomm.Memory.
+bool is_array(PyObject* o) { return py::detail::npy_api::get().PyArray_Check_(o) || memory_view(o, nullptr); }
 
 PyObject* call_general(State& st, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* owner = nullptr;  // a strong reference: alive through the call
@@ -126,7 +128,7 @@ PyMethodDef kDef = {
     METH_FASTCALL | METH_KEYWORDS,
     "allreduce(x, op='sum', out=None, async_op=False, timeout=None, *, compress=None, block_size=64, "
     "error_feedback=None, stochastic=False, seed=None)\n\n"
-    "Communicator.allreduce (see its documentation), with numpy buffers taking a native fast path."};
+    "Communicator.allreduce (see its documentation), with numpy buffers and pycomm.Memory taking a native fast path."};
 
 }  // namespace
 

@@ -1,7 +1,7 @@
 // Communicator.allreduce's fast path: a C function bound to one Python
 // Communicator (it is that instance's `allreduce` attribute), called with
 // vectorcall arguments, so that a small op pays neither a Python frame nor
-// pybind11's dispatcher. It takes numpy buffers, blocking, with an op by
+// pybind11's dispatcher. It takes numpy buffers and pycomm.Memory, blocking, with an op by
 // name or code and a deadline in seconds; every other call, and every call while
 // TRACE logging is on, goes to the Python method, which takes the same
 // arguments. The checks are the native entry's, so both paths raise alike.

@@ -9,6 +9,7 @@
 #include "../kernels/reduce.h"
 #include "errors.h"
 #include "fast_allreduce.h"
+#include "memory.h"
 
 namespace py = pybind11;
 
@@ -26,6 +27,7 @@ PYBIND11_MODULE(_C, m) {
   // importing thread: its first use releases and retakes the GIL, which a
   // daemon thread must not do as the interpreter exits (see gil.h).
   py::detail::npy_api::get();
+  pycomm::bind_memory(m);
   pycomm::bind_kernels(m);
   pycomm::bind_comm(m);
   pycomm::bind_quantize(m);

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+import pycomm
 from common import (DTYPES, FLOATS, check_close, check_identical, comm_from_env, log, make_input,
                     reference)
 
@@ -176,6 +177,29 @@ def check_alltoallv(comm, dtype, salt):
     assert got.size == sum(recv) and np.array_equal(got, want), what
 
 
+def memory_of(a, readonly=False):
+    """pycomm.Memory over numpy array a (kept alive with it)."""
+    return pycomm.Memory(a.ctypes.data, a.size, a.dtype.name, readonly=readonly, keep=a)
+
+
+def check_memory(comm, count, dtype):
+    """Buffers given by address (pycomm.Memory): the fast allreduce, the
+    general path (async_op), and another collective, against numpy."""
+    n, r = comm.size, comm.rank
+    what = f"Memory {dtype} count={count}"
+    inputs = [make_input(SEED + 5, p, count, dtype, "sum") for p in range(n)]
+    ref = reference(inputs, "sum", dtype)
+    x, out = inputs[r].copy(), np.empty(count, dtype)
+    assert comm.allreduce(memory_of(x, readonly=True), out=memory_of(out)).address == out.ctypes.data
+    check_close(out, ref, dtype, what + " (out of place)")
+    check_identical(comm, out, what)
+    comm.allreduce(memory_of(x), async_op=True).wait()  # in place, through the Python method
+    assert np.array_equal(x, out), what + ": in place differs from out of place"
+    got = np.empty(n * count, dtype)
+    comm.allgather(memory_of(inputs[r], readonly=True), out=memory_of(got))
+    assert np.array_equal(got, np.concatenate(inputs)), what + ": allgather"
+
+
 def check_torch(comm):
     try:
         import torch
@@ -193,6 +217,11 @@ def check_torch(comm):
         check_identical(comm, t.view(torch.int16).numpy() if dtype == "bfloat16" else t.numpy(), f"torch {dtype} {count}")
         g = comm.allgather(t)
         assert isinstance(g, torch.Tensor) and g.dtype == t.dtype and g.numel() == n * count
+        # The same through the tensor's address (what the torch backend passes).
+        # (float32: inputs[r] was t's memory and holds the sum now)
+        t = torch.from_numpy(make_input(SEED + 4, r, count, dtype, "sum")).to(getattr(torch, dtype))
+        comm.allreduce(pycomm.Memory(t.data_ptr(), t.numel(), dtype))
+        check_close(t.float().numpy(), ref, dtype, f"Memory of a torch {dtype} tensor, count={count}")
 
 
 def run_all(comm, counts=None):
@@ -209,6 +238,7 @@ def run_all(comm, counts=None):
             check_gather(comm, count, dtype, root=(count + 1) % n)
             check_scatter(comm, count, dtype, root=count % n)
             check_alltoall(comm, count, dtype)
+            check_memory(comm, count, dtype)
             for op in ops_for(dtype)[:3] if count > 1000 else ops_for(dtype):
                 check_reduce(comm, count, dtype, op, root=(count + 2) % n)
         for salt in range(6):
