@@ -12,8 +12,10 @@ OP_NAMES_BY_TORCH = {int(REDOP.SUM): "sum", int(REDOP.AVG): "avg", int(REDOP.PRO
                      int(REDOP.MIN): "min", int(REDOP.MAX): "max"}
 OP_CODES = {k: op_code(name) for k, name in OP_NAMES_BY_TORCH.items()}  # torch's op -> pycomm's code
 OP_NAMES = {code: OP_NAMES_BY_TORCH[k] for k, code in OP_CODES.items()}
-NATIVE = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
-          torch.int32, torch.int64}  # the dtypes pycomm reduces
+DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+               torch.bfloat16: "bfloat16", torch.int8: "int8", torch.uint8: "uint8", torch.int32: "int32",
+               torch.int64: "int64"}  # the dtypes pycomm reduces, by pycomm's names (_C.DTYPES)
+NATIVE = set(DTYPE_NAMES)
 NUMPY = NATIVE - {torch.bfloat16}  # those numpy has too
 COMPLEX = {torch.complex64, torch.complex128}
 
