@@ -5,8 +5,10 @@ rank's compute alone (the same model unsharded, forward and backward, no
 communication), which bounds any backend's step.
 
     python -m pycomm.launch -n 2 bench/fsdp_step.py [--width 2500] [--steps 5] [--mp]
+        [--compress weights,grads] [--loss-steps 300 [--loss-json LOSS.json]]
 """
 import argparse
+import json
 import statistics
 import time
 import warnings
@@ -62,6 +64,7 @@ def main():
     ap.add_argument("--compress", type=lambda v: set(v.split(",")), default=set(),
                     help="weights,grads: also pycomm with those in int8")
     ap.add_argument("--loss-steps", type=int, default=0, help="also train this many steps and print the losses")
+    ap.add_argument("--loss-json", help="write every step's loss of each configuration here (bench/plot_loss.py)")
     a = ap.parse_args()
     if not a.compress <= {"weights", "grads"}:
         ap.error("--compress takes weights, grads or weights,grads")
@@ -155,6 +158,10 @@ def loss_curves(a, configs, x, r):
         base = curves["pycomm"][-1]
         for k in names[1:]:
             print(f"# {k}: final loss {curves[k][-1]:.6f}, {100 * (curves[k][-1] - base) / base:+.3f}% vs float32")
+        if a.loss_json:
+            with open(a.loss_json, "w") as f:
+                json.dump({"world_size": dist.get_world_size(), "width": a.width, "layers": a.layers,
+                           "batch": a.batch, "mp": a.mp, "curves": curves}, f)
 
 
 if __name__ == "__main__":
