@@ -173,8 +173,8 @@ class ProcessGroupPycomm(dist.ProcessGroup):
             t = tensors[0]
             name = DTYPE_NAMES.get(t.dtype)
             if name is not None and t.layout == torch.strided and t.is_cpu and t.is_contiguous():
-                n = t.numel()
-                if not self._overlapped(n * t.element_size()):
+                n, overlap = t.numel(), self._overlap  # (_overlapped, inlined: 0.1 us of a 6 us call)
+                if overlap is None or n * t.element_size() < overlap:
                     try:  # blocking, on the calling thread: the tensor's memory as it is
                         self.comm.allreduce(pycomm.Memory(t.data_ptr(), n, name), code, timeout=self._timeout)
                     except CommError as e:
