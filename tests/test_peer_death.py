@@ -48,7 +48,7 @@ def run_job(coll, victim, transport, tmp_path, store="file"):
 
 
 CASES = [(c, t) for t in ("shm", "tcp")
-         for c in ("allreduce", "reduce_scatter", "allgather", "broadcast", "int8_allreduce")]
+         for c in ("allreduce", "reduce_scatter", "allgather", "broadcast", "int8_allreduce", "alltoall")]
 
 
 @pytest.mark.parametrize("coll,transport", CASES)

@@ -77,7 +77,9 @@ class PyComm {
     } else {
       without_gil([&] {
         tr = make_transport(transport, rank, size, allgather, o);
-        if (p2p) p2p_tr = make_transport(transport, rank, size, allgather, o);
+        Options p2p_o = o;  // the engine reads peers' memory itself (its rendezvous), not through the transport
+        p2p_o.set("shm_cma_bytes", "0");
+        if (p2p) p2p_tr = make_transport(transport, rank, size, allgather, p2p_o);
       });
     }
     tuning_ = tuning;

@@ -122,7 +122,7 @@ bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
     uint8_t* buf = frame_buf_.data();
     Frame f = make_frame(stamp, rank(), s.bytes);
     std::memcpy(buf, &f, sizeof(f));
-    size_t inline_bytes = s.frame_sent == 0 && s.bytes < tr.payload_min() ? std::min(limit, inline_max) : 0;
+    size_t inline_bytes = s.frame_sent == 0 && !use_channel(s.bytes, s.direct) ? std::min(limit, inline_max) : 0;
     if (inline_bytes) std::memcpy(buf + sizeof(f), s.data, inline_bytes);
     size_t want = sizeof(f) - s.frame_sent + inline_bytes;
     size_t n = tr.try_send(s.peer, buf + s.frame_sent, want, want);
@@ -135,7 +135,7 @@ bool OpContext::progress_send(SendSpec& s, std::vector<WaitItem>& waits) {
       return moved;
     }
   }
-  const bool channel = s.bytes >= tr.payload_min();
+  const bool channel = use_channel(s.bytes, s.direct);
   if (s.done < limit) {
     size_t n = channel ? tr.send_payload(s.peer, s.data, s.bytes, s.done, limit) - s.done
                        : tr.try_send(s.peer, s.data + s.done, std::min(limit - s.done, tuning.slice_bytes),
@@ -171,7 +171,7 @@ bool OpContext::progress_recv(RecvSpec& r, std::vector<WaitItem>& waits) {
     tr.consume(r.peer, sizeof(Frame));
     r.framed = moved = true;
   }
-  const bool channel = r.bytes >= tr.payload_min();
+  const bool channel = use_channel(r.bytes, r.direct);
   while (r.done < r.bytes) {
     size_t want = r.bytes - r.done, n;
     if (channel) {  // copies land in place; reductions read the transport's memory
@@ -203,6 +203,11 @@ bool OpContext::progress_recv(RecvSpec& r, std::vector<WaitItem>& waits) {
     r.ended = true;
   }
   return moved;
+}
+
+bool OpContext::use_channel(size_t bytes, bool direct) const {
+  // Both sides of a message decide alike: the same size, the same algorithm.
+  return bytes >= tr.payload_min() && (direct || tr.payload_channel_for_all());
 }
 
 void OpContext::exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs) {

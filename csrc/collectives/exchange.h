@@ -47,6 +47,7 @@ struct SendSpec {
   const uint8_t* data;
   size_t bytes;
   const size_t* ready = nullptr;  // when set, only the first *ready bytes may go yet (forwarding)
+  bool direct = false;  // may take a single-copy payload channel (Transport::payload_channel_for_all)
   // progress, owned by the engine
   size_t frame_sent = 0;
   bool ended = false;
@@ -57,6 +58,7 @@ struct RecvSpec {
   int peer;
   size_t bytes;
   Sink sink;
+  bool direct = false;  // as the matching send's (the receive of such a payload must copy, not reduce)
   bool framed = false, ended = false;
   size_t done = 0;
 };
@@ -130,6 +132,8 @@ class OpContext {
 
  private:
   void run_exchange(SendSpec* sends, size_t nsends, RecvSpec* recvs, size_t nrecvs);
+  // Whether a message takes the transport's payload channel.
+  bool use_channel(size_t bytes, bool direct) const;
   bool progress_send(SendSpec& s, std::vector<WaitItem>& waits);
   bool progress_recv(RecvSpec& r, std::vector<WaitItem>& waits);
   void check_frame(const uint8_t* frame, const RecvSpec& r);

@@ -6,6 +6,17 @@
 // Segments are mode 0600 with random names and are unlinked as soon as every
 // peer has mapped them: a crash leaks nothing. Waits spin briefly, then sleep
 // on the receiver's doorbell futex.
+//
+// The payload channel (cma_bytes): a large payload of a message its
+// algorithm marks `direct` (alltoall's pairwise exchange: copied, never
+// reduced or forwarded) is not staged through the ring. The sender puts its address in
+// the ring, the receiver copies it straight out of the sender's memory
+// (process_vm_readv, cma.h) and acknowledges, and the sender's exchange ends
+// once every such payload was acknowledged. One copy instead of two, and the
+// sender need not run while its payload moves: with more ranks than cores
+// that is what the ranks wait on. On only where every rank could read every
+// peer's memory when the transport was built (checked on a random token;
+// Yama or a pid namespace may forbid it), so all ranks agree.
 #pragma once
 
 #include <memory>
@@ -21,6 +32,12 @@ struct ShmOptions {
   size_t ring_bytes = 1 << 20;  // per incoming peer; a multiple of 64
   int spin_us = -1;             // see spin_budget_us()
   int local_ranks = 0;          // ranks sharing this host's CPUs (0: all)
+  // `direct` payloads of this many bytes or more take the single-copy
+  // channel (below); 0: never; -1: 64 KiB where the ranks on this host
+  // outnumber its CPUs, else 1 MiB (with a core each, the two copies through
+  // the ring run at once and match one process_vm_readv from there on, beat
+  // it by 5-25% below; bench/RESULTS.md, issue 18).
+  long long cma_bytes = -1;
 };
 
 class ShmTransport final : public Transport {
@@ -40,6 +57,13 @@ class ShmTransport final : public Transport {
   void poll_abort() override { check_abort(); }
   bool peer_alive(int peer) override;
 
+  size_t payload_min() const override { return cma_ ? cma_min_ : SIZE_MAX; }
+  bool payload_channel_for_all() const override { return false; }
+  size_t send_payload(int peer, const uint8_t* data, size_t total, size_t done, size_t ready) override;
+  bool payload_sent(int peer) override;
+  Span recv_payload(int peer, uint8_t* dst, size_t total, size_t done) override;
+  void consume_payload(int peer, size_t n) override;
+
  private:
   struct Segment;  // one mapped segment (ours or a peer's)
   size_t room(int peer);
@@ -48,12 +72,19 @@ class ShmTransport final : public Transport {
   void check_abort();
   void check_alive(int peer);
   void post_abort(int rank, ErrorKind kind, const std::string& reason);
+  bool probe_reads(int peer);
 
   ShmOptions opts_;
   WaitPolicy wait_{};
   std::vector<std::unique_ptr<Segment>> segs_;  // indexed by rank
   // Counters this rank alone writes, cached to avoid reading shared lines.
   std::vector<uint64_t> send_head_, send_pad_, recv_tail_, recv_pad_;
+  // The payload channel: on for every link or none; bytes posted to each
+  // peer and acknowledged from each (cumulative); the probe's target.
+  bool cma_ = false;
+  size_t cma_min_ = 0;  // the largest of the ranks' thresholds: all decide alike
+  std::vector<uint64_t> payload_posted_, payload_acked_;
+  uint64_t probe_token_ = 0;
 };
 
 }  // namespace pycomm

@@ -6,7 +6,7 @@ namespace pycomm {
 
 // The host's CPUs, not this process's affinity: ranks pinned one per core
 // (mpirun --bind-to core) are not oversubscribed.
-static bool oversubscribed(int local_ranks) {
+bool oversubscribed(int local_ranks) {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   return local_ranks > (cpus > 0 ? cpus : 1);
 }

@@ -81,6 +81,10 @@ class Transport {
   // is caught before any payload byte lands. Both sides cut a payload into
   // the same messages, so each lands where it belongs.
   virtual size_t payload_min() const { return SIZE_MAX; }
+  // Whether every payload of payload_min() bytes or more takes the channel
+  // (MPI), or only those of messages an algorithm marks `direct` (shm:
+  // single-copy reads, which pay off in pairwise exchanges).
+  virtual bool payload_channel_for_all() const { return true; }
   // Starts sending bytes [done, ready) of a `total`-byte payload at `data`,
   // as far as it can now; returns the new `done`. The transport reads `data`
   // until payload_sent(peer) says it is done with every such buffer.
@@ -129,6 +133,9 @@ class Transport {
     throw_error(ErrorKind::kComm, strprintf("the %s transport has no payload channel", name()));
   }
 };
+
+// Whether the ranks on this host outnumber its CPUs.
+bool oversubscribed(int local_ranks);
 
 // How long a blocked rank spins before it sleeps: `requested` if >= 0, else
 // 50 us, or 0 when the ranks on this host outnumber its CPUs. Waking a
