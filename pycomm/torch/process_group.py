@@ -459,7 +459,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def send(self, tensors, dst, tag=0):
         t = one_tensor(tensors, "send")
-        c = t if t.device.type == "cpu" and t.is_contiguous() else t.cpu().contiguous()
+        c = t if t.is_cpu and t.is_contiguous() else t.cpu().contiguous()
         return self._p2p_work(P2PWork(tensors, self.comm.isend(byte_view(c), dst, tag, timeout=self._timeout),
                                       keep=c))
 
@@ -471,7 +471,7 @@ class ProcessGroupPycomm(dist.ProcessGroup):
 
     def _recv(self, tensors, src, tag):
         t = one_tensor(tensors, "recv")
-        direct = t.device.type == "cpu" and t.is_contiguous()
+        direct = t.is_cpu and t.is_contiguous()
         c = t if direct else torch.empty(t.shape, dtype=t.dtype)  # copied into t once it came
         native = self.comm.irecv(byte_view(c), src, tag, timeout=self._timeout)
         return self._p2p_work(P2PWork(tensors, native, keep=c, then=None if direct else (lambda: t.copy_(c))))

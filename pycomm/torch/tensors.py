@@ -1,10 +1,12 @@
 """torch tensors and reduce ops as pycomm's Communicator takes them: the op
 codes torch's ReduceOp maps to, contiguous stand-ins for tensors pycomm
 cannot take as they are (non-contiguous, bool, complex, dtypes it does not
-reduce), numpy views for the cheapest hand-over, and the copies back."""
+reduce), numpy views or pycomm.Memory for the cheapest hand-over, and the
+copies back."""
 import torch
 import torch.distributed as dist
 
+import pycomm
 from pycomm.ops import op_code
 
 REDOP = dist.ReduceOp.RedOpType
@@ -111,12 +113,13 @@ def host_view(t):
 
 
 def byte_view(t):
-    """Contiguous CPU tensor t as a numpy view for point-to-point, which moves
-    bytes whatever the dtype: t's own where pycomm has it (the cheapest view),
-    else uint8. numpy's buffer costs less to hand over than DLPack."""
-    if t.dtype in NUMPY:
-        return t.numpy()
-    return t.reshape(-1).view(torch.uint8).numpy()
+    """Contiguous CPU tensor t's memory for point-to-point, which moves bytes
+    whatever the dtype: in t's dtype where pycomm has it, else as uint8. A
+    pycomm.Memory (0.06 us, holding t alive) where a numpy view costs 0.7."""
+    name = DTYPE_NAMES.get(t.dtype)
+    if name is None:
+        return pycomm.Memory(t.data_ptr(), t.numel() * t.element_size(), "uint8", keep=t)
+    return pycomm.Memory(t.data_ptr(), t.numel(), name, keep=t)
 
 
 def split_into(outs, flat, counts):
