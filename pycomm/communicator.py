@@ -155,9 +155,12 @@ class Communicator:
         self._hierarchical = not flat and hierarchy.wanted(hosts)
         if not self._hierarchical and type(self).allreduce is Communicator.allreduce:
             # This instance's allreduce: the same method with a native fast path
-            # for numpy buffers and Memory (bindings/fast_allreduce.h), where small ops'
+            # for numpy buffers and Memory (bindings/fast_call.h), where small ops'
             # latency is mostly the Python layer's.
             self.allreduce = self._native.fast_allreduce(Communicator.allreduce, weakref.ref(self), self._timeout)
+        if type(self).send is Communicator.send and type(self).recv is Communicator.recv:  # the same for both
+            self.send = self._native.fast_p2p(True, Communicator.send, weakref.ref(self), self._timeout)
+            self.recv = self._native.fast_p2p(False, Communicator.recv, weakref.ref(self), self._timeout)
         self.rank = rank
         self.size = size
         self.transport = kind

@@ -26,7 +26,7 @@ def configure(value=None):
         level = LEVELS["WARN"]
         emit("WARN", None, f"PYCOMM_DEBUG={value!r} is not one of {', '.join(LEVELS)}; using WARN")
     from . import _C
-    _C.set_trace_calls(level >= 3)  # traced calls take the Python path (bindings/fast_allreduce.h)
+    _C.set_trace_calls(level >= 3)  # traced calls take the Python path (bindings/fast_call.h)
 
 
 def emit(name, comm, message):

@@ -30,7 +30,7 @@ def test_world_of_one(tmp_path, transport):
 
 
 def test_allreduce_fast_path_is_the_method(tmp_path):
-    # A flat communicator's allreduce is a native function (bindings/fast_allreduce.h)
+    # A flat communicator's allreduce is a native function (bindings/fast_call.h)
     # for numpy buffers; every other call goes to Communicator.allreduce. Both
     # must answer alike: results, returned objects and errors.
     store = pycomm.FileStore(str(tmp_path / "store"))

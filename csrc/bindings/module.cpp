@@ -8,7 +8,7 @@
 #include "../cuda/runtime.h"
 #include "../kernels/reduce.h"
 #include "errors.h"
-#include "fast_allreduce.h"
+#include "fast_call.h"
 #include "memory.h"
 
 namespace py = pybind11;
