@@ -15,11 +15,12 @@ namespace pycomm {
 namespace {
 
 constexpr uint32_t kMagic = 0x4d503250;  // "P2PM"
-enum Kind : uint8_t { kEager = 1, kRts = 2, kCts = 3, kNack = 4, kData = 5, kFin = 6 };
+enum Kind : uint8_t { kEager = 1, kRts = 2, kCts = 3, kNack = 4, kData = 5, kFin = 6, kHelp = 7, kPush = 8,
+                      kPushed = 9 };
 
 // Every message on a p2p link starts with one (64 bytes: shared memory keeps
-// messages 64-byte aligned). CTS, NACK and DATA name the message (`msg`, the
-// sender's number for it on this link) they answer or carry.
+// messages 64-byte aligned). Every kind but EAGER and RTS names the message
+// (`msg`, the sender's number for it on this link) it answers or carries.
 struct Header {
   uint32_t magic;
   uint8_t kind;
@@ -28,8 +29,10 @@ struct Header {
   int32_t tag;
   uint64_t msg;
   uint64_t bytes;       // the message's payload
-  uint64_t recv_bytes;  // CTS, NACK: the size of the receive that took it
-  uint64_t addr;        // RTS on one host: where the payload is in the sender's memory (0: not offered)
+  uint64_t recv_bytes;  // CTS, NACK: the size of the receive that took it; PUSH: where the sender's part
+                        // begins (the receiver reads up to there); PUSHED: the bytes written (0: none)
+  uint64_t addr;        // RTS on one host: where the payload is in the sender's memory (0: not offered);
+                        // PUSH: where the receive's buffer is
   int32_t pid;          // ... and in which process
   uint32_t reserved;
   uint64_t seq;         // EAGER, RTS: the message's number among this pair's with its tag; NACK: echoed
@@ -43,7 +46,21 @@ enum Stage : int {
   kSending = 2,    // send: DATA queued
   kWaitData = 3,   // receive: CTS sent, waiting for DATA
   kReading = 4,    // receive: its payload is arriving into its buffer
+  kCopying = 5,    // receive: copying out of the sender's memory, a slice per progress round
+  kWaitPushed = 6, // receive: its part copied, waiting for the sender's (PUSHED)
 };
+
+// Only where this much is left to copy do two copy: below, the messages cost
+// more than the second CPU saves.
+constexpr size_t kSplitMinBytes = 256 << 10;
+// A single-copy receive copies this much at a time, so that a HELP can come
+// in between; its first slice is smaller, for the HELP of a sender that
+// waits at once.
+constexpr size_t kCopySliceBytes = 1 << 20;
+constexpr size_t kFirstSliceBytes = kSplitMinBytes;
+// How fast a peer copying for us is assumed to go at least, for how long we
+// poll for its answer instead of sleeping.
+constexpr double kPeerCopyBytesPerNs = 1.0;
 
 constexpr double kWaitSliceS = 0.002;  // the longest a driving thread keeps the engine in one wait
 
@@ -65,6 +82,7 @@ struct P2PEngine::Unexpected {
   bool rts = false;
   uint64_t addr = 0;
   int pid = 0;
+  bool help = false;               // RTS: its sender offered to copy (HELP)
   bool complete = false;           // eager: every payload byte is in `data`
   bool drop = false;               // refused while still arriving: thrown away when complete
   std::vector<uint8_t> data;
@@ -88,25 +106,140 @@ struct P2PEngine::Offer {
   size_t bytes;
   uint64_t addr;
   int pid;
+  bool help = false;  // RTS: its sender offered to copy (HELP) before a receive took it
 };
 
 P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host,
                      size_t flight_entries)
     : tr_(std::move(transport)), rank_(tr_->rank()), size_(tr_->size()), eager_bytes_(eager_bytes),
       out_(size_), next_msg_(size_, 0), send_seq_(size_), recv_seq_(size_), dead_(size_), refused_(size_),
-      single_copy_(size_, same_host), flight_(flight_entries) {
+      single_copy_(size_, same_host), own_cpus_(same_host && !oversubscribed(size_)), flight_(flight_entries) {
   for (int p = 0; p < size_; ++p) in_.push_back(std::make_unique<Incoming>());
   // Where Yama restricts ptrace to ancestors, let the peers read us (a
   // no-op elsewhere; they are our job's own processes either way).
   if (same_host) cma::allow_readers();
 }
 
-// The single copy: the payload read straight out of the sender's memory.
-// False (and no more tries with this peer) where the kernel refuses.
-bool P2PEngine::read_from(int peer, const Offer& m, uint8_t* dst) {
-  if (cma::read(m.pid, m.addr, dst, m.bytes, peer)) return true;
-  single_copy_[peer] = false;
-  return false;
+// The single copy (the header's comment), for a receive that took an RTS:
+// its first slice now, the rest by copy_some(). False, and no more tries
+// with this peer, where the kernel refuses it.
+bool P2PEngine::copy_in(int peer, const std::shared_ptr<P2POp>& op, const Offer& m) {
+  const size_t first = std::min(m.bytes, kFirstSliceBytes);
+  op->far = m.addr;
+  op->far_pid = m.pid;
+  op->until = m.bytes;
+  op->stage = kCopying;
+  active_.push_back(op);  // where a lost peer fails it
+  try {
+    if (!cma::read(m.pid, m.addr, op->buf, first, peer)) {
+      active_.remove(op);
+      single_copy_[peer] = false;
+      return false;
+    }
+    op->done = first;
+    if (m.help) on_help(peer, *op);
+    if (op->done == op->until) copied(peer, *op);
+  } catch (const CommError& e) {
+    if (e.kind() != ErrorKind::kPeerLost && e.kind() != ErrorKind::kComm) throw;
+    fail_peer(peer, e.kind(), e.what());
+  }
+  return true;
+}
+
+// A slice of every single-copy receive; whether any moved.
+bool P2PEngine::copy_some() {
+  std::vector<std::shared_ptr<P2POp>> copying;
+  for (auto& op : active_)
+    if (op->stage == kCopying) copying.push_back(op);
+  for (auto& op : copying) {
+    if (op->work->is_completed()) continue;  // failed by an earlier one's peer
+    const int peer = op->source;
+    try {
+      const size_t to = std::min(op->until, op->done + kCopySliceBytes);
+      read_part(peer, *op, op->done, to);
+      op->done = to;
+      if (to == op->until) copied(peer, *op);
+    } catch (const CommError& e) {
+      if (e.kind() != ErrorKind::kPeerLost && e.kind() != ErrorKind::kComm) throw;
+      fail_peer(peer, e.kind(), e.what());
+    }
+  }
+  return !copying.empty();
+}
+
+// Our part of a single-copy receive is in. Done, unless the sender still
+// writes its part; FIN only then, since we may yet have to read its part
+// ourselves (PUSHED with nothing written).
+void P2PEngine::copied(int peer, P2POp& op) {
+  if (op.until < op.received && !op.pushed) {
+    op.stage = kWaitPushed;
+    expect_peer(op.received - op.until);
+    return;
+  }
+  reply(peer, kFin, Offer{kFin, op.msg, 0, op.tag, op.received, 0, 0}, op.bytes);
+  finish(op);
+}
+
+// Bytes [from, to) of a single-copy receive's payload, read by us.
+void P2PEngine::read_part(int peer, P2POp& op, size_t from, size_t to) {
+  if (from < to && !cma::read(op.far_pid, op.far + from, op.buf + from, to - from, peer))
+    throw_error(ErrorKind::kComm, strprintf("%s: reading rank %d's memory was refused after its first slice",
+                                            what(op).c_str(), peer));
+}
+
+// A send we wait for without a limit: nothing else for this thread to do, so
+// it offers its receiver to copy a part.
+void P2PEngine::offer_help(P2POp& op) {
+  if (!op.send || op.stage != kWaitCts || op.helping || !own_cpus_ || !single_copy_[op.peer] ||
+      op.bytes < kSplitMinBytes || !dead_[op.peer].empty())
+    return;
+  op.helping = true;
+  reply(op.peer, kHelp, Offer{kHelp, op.msg, 0, op.tag, op.bytes, 0, 0}, 0);
+  expect_peer(op.bytes);
+}
+
+// Our sender offers to copy (HELP): where enough is left, it gets the second
+// half of it (PUSH).
+void P2PEngine::on_help(int peer, P2POp& op) {
+  if (op.stage != kCopying || op.until < op.received || op.until - op.done < kSplitMinBytes) return;
+  op.until = op.done + (((op.until - op.done) / 2) & ~size_t{4095});
+  const uint64_t buf = reinterpret_cast<uintptr_t>(op.buf);
+  reply(peer, kPush, Offer{kPush, op.msg, 0, op.tag, op.received, 0, 0}, op.until, buf);
+  progress_sends(peer);  // out before our next slice
+}
+
+// Our receiver asks us to write [recv_bytes, bytes) of our send into its
+// buffer (PUSH). Answered even when our send is gone (failed meanwhile):
+// with nothing written, the receiver copies all.
+void P2PEngine::on_push(int peer, P2POp* op, const uint8_t* header) {
+  Header h;
+  std::memcpy(&h, header, sizeof(h));
+  size_t wrote = 0;
+  if (op && op->stage == kWaitCts && h.bytes == op->bytes && h.recv_bytes <= h.bytes) {
+    const size_t from = h.recv_bytes, n = h.bytes - h.recv_bytes;
+    if (cma::write(h.pid, h.addr + from, op->buf + from, n, peer)) wrote = n;
+    expect_peer(h.recv_bytes);  // FIN comes once the receiver has its part
+  }
+  reply(peer, kPushed, Offer{kPushed, h.msg, h.seq, h.tag, h.bytes, 0, 0}, wrote);
+}
+
+// The sender wrote its part of our receive (or nothing: we copy it).
+void P2PEngine::on_pushed(int peer, P2POp& op, size_t wrote) {
+  if (op.stage != kCopying && op.stage != kWaitPushed) return;
+  if (!wrote) {
+    op.until = op.received;
+    op.stage = kCopying;
+    return;
+  }
+  op.pushed = true;
+  if (op.stage == kWaitPushed) copied(peer, op);
+}
+
+void P2PEngine::expect_peer(size_t bytes) {
+  if (!own_cpus_) return;  // polling would take the CPU the peer copies on
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1) +
+                     std::chrono::nanoseconds(static_cast<int64_t>(bytes / kPeerCopyBytesPerNs));
+  peer_busy_until_ = std::max(peer_busy_until_, until);
 }
 
 std::unique_lock<std::mutex> P2PEngine::enter() {
@@ -183,8 +316,9 @@ void P2PEngine::abort(ErrorKind kind, const std::string& why) {
   fail_all(kind, why);
 }
 
-// Answers message `m` (CTS, NACK, FIN) for a receive of `recv_bytes`.
-void P2PEngine::reply(int peer, int kind, const Offer& m, size_t recv_bytes) {
+// Answers message `m` (CTS, NACK, FIN, HELP, PUSH, PUSHED) with `recv_bytes` and `addr` (their meanings by
+// kind: Header).
+void P2PEngine::reply(int peer, int kind, const Offer& m, size_t recv_bytes, uint64_t addr) {
   if (peer == rank_) return;  // a message to self is already complete
   auto o = std::make_unique<Out>();
   o->h.magic = kMagic;
@@ -195,6 +329,8 @@ void P2PEngine::reply(int peer, int kind, const Offer& m, size_t recv_bytes) {
   o->h.seq = m.seq;
   o->h.bytes = m.bytes;
   o->h.recv_bytes = recv_bytes;
+  o->h.addr = addr;
+  if (addr) o->h.pid = static_cast<int32_t>(getpid());
   out_[peer].push_back(std::move(o));
 }
 
@@ -214,11 +350,7 @@ void P2PEngine::accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& 
   op->received = bytes;
   op->msg = m.msg;
   if (m.kind == kRts) {
-    if (m.addr && single_copy_[peer] && read_from(peer, m, op->buf)) {
-      reply(peer, kFin, m, op->bytes);
-      complete(*op, true);
-      return;
-    }
+    if (m.addr && single_copy_[peer] && copy_in(peer, op, m)) return;
     reply(peer, kCts, m, op->bytes);
     op->stage = kWaitData;
     active_.push_back(op);
@@ -305,15 +437,13 @@ void P2PEngine::match_posted(const std::shared_ptr<P2POp>& op) {
     Unexpected& u = *it;
     if (u.claimed || u.drop || u.tag != op->tag || (op->peer != kAnySource && u.peer != op->peer)) continue;
     const int peer = u.peer;
-    accept(peer, op, Offer{u.rts ? kRts : kEager, u.msg, u.seq, u.tag, u.bytes, u.addr, u.pid});
-    if (op->work->is_completed()) {  // refused, or read at once (single copy)
+    accept(peer, op, Offer{u.rts ? kRts : kEager, u.msg, u.seq, u.tag, u.bytes, u.addr, u.pid, u.help});
+    if (op->work->is_completed() || u.rts) {  // refused, or copying (single copy), or waiting for DATA
       if (u.complete || u.rts) unexpected_.erase(it);
       else u.drop = true;
       return;
     }
-    if (u.rts) {
-      unexpected_.erase(it);
-    } else if (u.complete) {
+    if (u.complete) {
       kernels::copy(op->buf, u.data.data(), u.bytes);
       unexpected_.erase(it);
       complete(*op, true);
@@ -329,7 +459,7 @@ void P2PEngine::match_posted(const std::shared_ptr<P2POp>& op) {
 void P2PEngine::on_header(int peer, const uint8_t* bytes) {
   Header h;
   std::memcpy(&h, bytes, sizeof(h));
-  if (h.magic != kMagic || h.src != peer || h.kind < kEager || h.kind > kFin)
+  if (h.magic != kMagic || h.src != peer || h.kind < kEager || h.kind > kPushed)
     throw_error(ErrorKind::kComm, strprintf("rank %d: corrupt point-to-point header from rank %d", rank_, peer));
   Incoming& in = *in_[peer];
   in.open = true;
@@ -418,9 +548,21 @@ void P2PEngine::on_header(int peer, const uint8_t* bytes) {
       out_[peer].push_back(std::move(m));
       return;
     }
-    case kFin: {  // the receiver read the payload out of our memory itself
+    case kFin: {  // the receiver is done with our memory
       auto op = find_active(true);
       if (op && op->stage == kWaitCts) finish(*op);
+      return;
+    }
+    case kHelp: {
+      if (auto op = find_active(false)) return on_help(peer, *op);
+      for (Unexpected& u : unexpected_)  // not taken yet: the receive that takes it splits at once
+        if (u.rts && u.peer == peer && u.msg == h.msg) u.help = true;
+      return;
+    }
+    case kPush:
+      return on_push(peer, find_active(true).get(), bytes);
+    case kPushed: {
+      if (auto op = find_active(false)) on_pushed(peer, *op, h.recv_bytes);
       return;
     }
     case kNack: {
@@ -542,6 +684,7 @@ void P2PEngine::progress_locked() {
         }
       }
     }
+    moved |= copy_some();
   }
 }
 
@@ -584,6 +727,7 @@ void P2PEngine::expire() {
 bool P2PEngine::wait(P2POp& op, double timeout_s) {
   const Deadline limit = timeout_s < 0 ? Deadline::never() : Deadline::after(timeout_s);
   auto lk = enter();
+  if (timeout_s < 0) offer_help(op);
   std::vector<WaitItem> items;
   for (;;) {
     if (op.work->is_completed()) return true;
@@ -603,6 +747,10 @@ bool P2PEngine::wait(P2POp& op, double timeout_s) {
     expire();
     if (op.work->is_completed()) return true;
     if (limit.expired()) return false;
+    if (std::chrono::steady_clock::now() < peer_busy_until_) {  // an answer is near: poll, as MPI's blocking calls do
+      std::this_thread::yield();
+      continue;
+    }
     items.clear();
     for (int p = 0; p < size_; ++p) {
       if (p == rank_ || !dead_[p].empty()) continue;

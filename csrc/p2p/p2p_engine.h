@@ -10,13 +10,21 @@
 // answers when a receive matches (CTS, or NACK when the receive's size is
 // wrong), and only then does the payload move, straight into the receive's
 // buffer. So nothing big is ever buffered, and no unmatched payload blocks a
-// link. Between processes of one host (shared memory) the receiver instead
-// copies a large payload straight out of the sender's memory
-// (process_vm_readv: one copy, as Open MPI's single-copy path) and answers
-// FIN; where the kernel refuses that, it answers CTS and the payload comes
-// through the link. Where the transport has a payload channel (MPI), DATA
-// payloads of payload_min() bytes or more take it: sent from the sender's
-// buffer, received straight into the receive's.
+// link. Between processes of one host (shared memory) the payload is instead
+// copied once, from the sender's buffer into the receive's (process_vm_readv
+// and _writev, as Open MPI's single-copy path): the receiver reads it, a
+// slice at a time, and answers FIN when done. A sender that waits for its
+// send (a blocking send, Work.wait without a timeout) has nothing else to do,
+// so where it has a CPU of its own it offers to copy too (HELP); a receiver
+// still reading answers PUSH, and the sender writes the second half of what
+// is left straight into the receive's buffer and answers PUSHED. Two CPUs
+// copy at once, faster than one here, and each side, knowing the other is
+// copying, polls instead of sleeping. Only a waiting sender offers: one that
+// posted and went on (isend, then a collective) could not answer a PUSH.
+// Where the kernel refuses the read, the receiver answers CTS and the
+// payload comes through the link. Where the transport has a payload channel
+// (MPI), DATA payloads of payload_min() bytes or more take it: sent from the
+// sender's buffer, received straight into the receive's.
 //
 // A message carries its number among the pair's messages with its tag (seq),
 // checked on arrival. A receive that refuses a message (wrong size) fails
@@ -29,6 +37,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -68,6 +77,14 @@ struct P2POp {
   uint64_t msg = 0;    // the message's number on its link
   size_t done = 0;     // payload bytes moved
   int stage = 0;       // see p2p_engine.cpp
+  // A single-copy receive: the payload in the sender's memory (far, in
+  // process far_pid); we copy [done, until), the sender [until, bytes) once
+  // it has (pushed). A send: whether it offered to copy (HELP).
+  uint64_t far = 0;
+  int far_pid = 0;
+  size_t until = 0;
+  bool pushed = false;
+  bool helping = false;
 };
 
 class P2PEngine {
@@ -106,8 +123,16 @@ class P2PEngine {
   void match_posted(const std::shared_ptr<P2POp>& op);
   struct Offer;  // what a message's header offers a receive
   void accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& m);
-  bool read_from(int peer, const Offer& m, uint8_t* dst);
-  void reply(int peer, int kind, const Offer& m, size_t recv_bytes);
+  bool copy_in(int peer, const std::shared_ptr<P2POp>& op, const Offer& m);
+  bool copy_some();
+  void copied(int peer, P2POp& op);
+  void read_part(int peer, P2POp& op, size_t from, size_t to);
+  void on_help(int peer, P2POp& op);
+  void on_push(int peer, P2POp* op, const uint8_t* header);
+  void on_pushed(int peer, P2POp& op, size_t wrote);
+  void offer_help(P2POp& op);
+  void reply(int peer, int kind, const Offer& m, size_t recv_bytes, uint64_t addr = 0);
+  void expect_peer(size_t bytes);
   void complete(P2POp& op, bool ok, ErrorKind kind = ErrorKind::kComm, const std::string& why = {});
   void finish(P2POp& op);
   void fail(P2POp& op, ErrorKind kind, const std::string& why);
@@ -136,6 +161,8 @@ class P2PEngine {
   std::vector<std::string> dead_;                     // per peer: why it is gone ("" alive)
   std::vector<std::string> refused_;                  // per peer: a completed send it refused, not yet reported
   std::vector<bool> single_copy_;                     // per peer: its memory can be read directly
+  const bool own_cpus_;                               // same host, no more ranks than CPUs: sends help copy
+  std::chrono::steady_clock::time_point peer_busy_until_{};  // a peer copies for us until about then: poll
   uint64_t next_seq_ = 0;
   FlightRecorder flight_;
   bool broken_ = false;

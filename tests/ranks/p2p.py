@@ -212,6 +212,33 @@ def beside_collectives(comm):
     assert np.array_equal(buf, message((r - 1) % n, r, 11, 50_000))
 
 
+def blocking_large(comm):
+    """Blocking sends of large messages, which on one host the receiver and
+    the waiting sender copy in two parts (p2p_engine.h): sizes around the
+    256 KiB threshold and off the page size, a receive posted late (the
+    message waits unmatched), and a shorter message with allow_shorter."""
+    n, r = comm.size, comm.rank
+    to, frm = (r + 1) % n, (r - 1) % n
+    for nbytes in (256 * 1024 - 1, 256 * 1024, 256 * 1024 + 4097, (5 << 20) + 3):
+        out = message(r, to, 6, nbytes, "uint8")
+        buf = np.zeros(nbytes, np.uint8)
+        if r % 2 == 0:
+            comm.send(out, to, tag=6)
+            assert comm.recv(buf, frm, tag=6) == frm
+        else:
+            time.sleep(0.05)  # the send waits at the receiver, unmatched
+            assert comm.recv(buf, frm, tag=6) == frm
+            comm.send(out, to, tag=6)
+        assert np.array_equal(buf, message(frm, r, 6, nbytes, "uint8")), nbytes
+    nbytes = (1 << 20) + 5
+    buf = np.full(nbytes + 4096, 7, np.uint8)
+    w = comm.irecv(buf, frm, tag=7, allow_shorter=True)
+    comm.send(message(r, to, 7, nbytes, "uint8"), to, tag=7)
+    w.wait()
+    assert w.count == nbytes and np.array_equal(buf[:nbytes], message(frm, r, 7, nbytes, "uint8"))
+    assert (buf[nbytes:] == 7).all()
+
+
 def one_gibibyte(comm):
     """Both ranks of a pair post a 1 GiB + 3 B receive first and the send
     second; every byte checked (random bytes repeating with a prime period,
@@ -244,7 +271,8 @@ def peer_dies(comm):
     os._exit(0)  # the communicator's peers are gone: skip the closing barrier
 
 
-SCENARIOS = [pairs, irecv_first_large, any_source_and_order, group_and_self, sizes_and_errors, beside_collectives]
+SCENARIOS = [pairs, irecv_first_large, any_source_and_order, group_and_self, sizes_and_errors, beside_collectives,
+             blocking_large]
 
 
 def main():
