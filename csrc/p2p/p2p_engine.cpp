@@ -10,57 +10,12 @@
 #include "../common/error.h"
 #include "../kernels/reduce.h"
 #include "../transport/cma.h"
+#include "protocol.h"
 
 namespace pycomm {
+using namespace p2p;
+
 namespace {
-
-constexpr uint32_t kMagic = 0x4d503250;  // "P2PM"
-enum Kind : uint8_t { kEager = 1, kRts = 2, kCts = 3, kNack = 4, kData = 5, kFin = 6, kHelp = 7, kPush = 8,
-                      kPushed = 9 };
-
-// Every message on a p2p link starts with one (64 bytes: shared memory keeps
-// messages 64-byte aligned). Every kind but EAGER and RTS names the message
-// (`msg`, the sender's number for it on this link) it answers or carries.
-struct Header {
-  uint32_t magic;
-  uint8_t kind;
-  uint8_t pad[3];
-  int32_t src;
-  int32_t tag;
-  uint64_t msg;
-  uint64_t bytes;       // the message's payload
-  uint64_t recv_bytes;  // CTS, NACK: the size of the receive that took it; PUSH: where the sender's part
-                        // begins (the receiver reads up to there); PUSHED: the bytes written (0: none)
-  uint64_t addr;        // RTS on one host: where the payload is in the sender's memory (0: not offered);
-                        // PUSH: where the receive's buffer is
-  int32_t pid;          // ... and in which process
-  uint32_t reserved;
-  uint64_t seq;         // EAGER, RTS: the message's number among this pair's with its tag; NACK: echoed
-};
-static_assert(sizeof(Header) == 64, "one aligned block");
-
-// Ops' stages.
-enum Stage : int {
-  kQueued = 0,     // send: its eager message or RTS is queued; receive: posted
-  kWaitCts = 1,    // send: RTS written, waiting for the receiver
-  kSending = 2,    // send: DATA queued
-  kWaitData = 3,   // receive: CTS sent, waiting for DATA
-  kReading = 4,    // receive: its payload is arriving into its buffer
-  kCopying = 5,    // receive: copying out of the sender's memory, a slice per progress round
-  kWaitPushed = 6, // receive: its part copied, waiting for the sender's (PUSHED)
-};
-
-// Only where this much is left to copy do two copy: below, the messages cost
-// more than the second CPU saves.
-constexpr size_t kSplitMinBytes = 256 << 10;
-// A single-copy receive copies this much at a time, so that a HELP can come
-// in between; its first slice is smaller, for the HELP of a sender that
-// waits at once.
-constexpr size_t kCopySliceBytes = 1 << 20;
-constexpr size_t kFirstSliceBytes = kSplitMinBytes;
-// How fast a peer copying for us is assumed to go at least, for how long we
-// poll for its answer instead of sleeping.
-constexpr double kPeerCopyBytesPerNs = 1.0;
 
 constexpr double kWaitSliceS = 0.002;  // the longest a driving thread keeps the engine in one wait
 
@@ -99,16 +54,6 @@ struct P2PEngine::Incoming {
   bool to_unexpected = false;
 };
 
-struct P2PEngine::Offer {
-  int kind;
-  uint64_t msg, seq;
-  int tag;
-  size_t bytes;
-  uint64_t addr;
-  int pid;
-  bool help = false;  // RTS: its sender offered to copy (HELP) before a receive took it
-};
-
 P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, bool same_host,
                      size_t flight_entries)
     : tr_(std::move(transport)), rank_(tr_->rank()), size_(tr_->size()), eager_bytes_(eager_bytes),
@@ -118,128 +63,6 @@ P2PEngine::P2PEngine(std::unique_ptr<Transport> transport, size_t eager_bytes, b
   // Where Yama restricts ptrace to ancestors, let the peers read us (a
   // no-op elsewhere; they are our job's own processes either way).
   if (same_host) cma::allow_readers();
-}
-
-// The single copy (the header's comment), for a receive that took an RTS:
-// its first slice now, the rest by copy_some(). False, and no more tries
-// with this peer, where the kernel refuses it.
-bool P2PEngine::copy_in(int peer, const std::shared_ptr<P2POp>& op, const Offer& m) {
-  const size_t first = std::min(m.bytes, kFirstSliceBytes);
-  op->far = m.addr;
-  op->far_pid = m.pid;
-  op->until = m.bytes;
-  op->stage = kCopying;
-  active_.push_back(op);  // where a lost peer fails it
-  try {
-    if (!cma::read(m.pid, m.addr, op->buf, first, peer)) {
-      active_.remove(op);
-      single_copy_[peer] = false;
-      return false;
-    }
-    op->done = first;
-    if (m.help) on_help(peer, *op);
-    if (op->done == op->until) copied(peer, *op);
-  } catch (const CommError& e) {
-    if (e.kind() != ErrorKind::kPeerLost && e.kind() != ErrorKind::kComm) throw;
-    fail_peer(peer, e.kind(), e.what());
-  }
-  return true;
-}
-
-// A slice of every single-copy receive; whether any moved.
-bool P2PEngine::copy_some() {
-  std::vector<std::shared_ptr<P2POp>> copying;
-  for (auto& op : active_)
-    if (op->stage == kCopying) copying.push_back(op);
-  for (auto& op : copying) {
-    if (op->work->is_completed()) continue;  // failed by an earlier one's peer
-    const int peer = op->source;
-    try {
-      const size_t to = std::min(op->until, op->done + kCopySliceBytes);
-      read_part(peer, *op, op->done, to);
-      op->done = to;
-      if (to == op->until) copied(peer, *op);
-    } catch (const CommError& e) {
-      if (e.kind() != ErrorKind::kPeerLost && e.kind() != ErrorKind::kComm) throw;
-      fail_peer(peer, e.kind(), e.what());
-    }
-  }
-  return !copying.empty();
-}
-
-// Our part of a single-copy receive is in. Done, unless the sender still
-// writes its part; FIN only then, since we may yet have to read its part
-// ourselves (PUSHED with nothing written).
-void P2PEngine::copied(int peer, P2POp& op) {
-  if (op.until < op.received && !op.pushed) {
-    op.stage = kWaitPushed;
-    expect_peer(op.received - op.until);
-    return;
-  }
-  reply(peer, kFin, Offer{kFin, op.msg, 0, op.tag, op.received, 0, 0}, op.bytes);
-  finish(op);
-}
-
-// Bytes [from, to) of a single-copy receive's payload, read by us.
-void P2PEngine::read_part(int peer, P2POp& op, size_t from, size_t to) {
-  if (from < to && !cma::read(op.far_pid, op.far + from, op.buf + from, to - from, peer))
-    throw_error(ErrorKind::kComm, strprintf("%s: reading rank %d's memory was refused after its first slice",
-                                            what(op).c_str(), peer));
-}
-
-// A send we wait for without a limit: nothing else for this thread to do, so
-// it offers its receiver to copy a part.
-void P2PEngine::offer_help(P2POp& op) {
-  if (!op.send || op.stage != kWaitCts || op.helping || !own_cpus_ || !single_copy_[op.peer] ||
-      op.bytes < kSplitMinBytes || !dead_[op.peer].empty())
-    return;
-  op.helping = true;
-  reply(op.peer, kHelp, Offer{kHelp, op.msg, 0, op.tag, op.bytes, 0, 0}, 0);
-  expect_peer(op.bytes);
-}
-
-// Our sender offers to copy (HELP): where enough is left, it gets the second
-// half of it (PUSH).
-void P2PEngine::on_help(int peer, P2POp& op) {
-  if (op.stage != kCopying || op.until < op.received || op.until - op.done < kSplitMinBytes) return;
-  op.until = op.done + (((op.until - op.done) / 2) & ~size_t{4095});
-  const uint64_t buf = reinterpret_cast<uintptr_t>(op.buf);
-  reply(peer, kPush, Offer{kPush, op.msg, 0, op.tag, op.received, 0, 0}, op.until, buf);
-  progress_sends(peer);  // out before our next slice
-}
-
-// Our receiver asks us to write [recv_bytes, bytes) of our send into its
-// buffer (PUSH). Answered even when our send is gone (failed meanwhile):
-// with nothing written, the receiver copies all.
-void P2PEngine::on_push(int peer, P2POp* op, const uint8_t* header) {
-  Header h;
-  std::memcpy(&h, header, sizeof(h));
-  size_t wrote = 0;
-  if (op && op->stage == kWaitCts && h.bytes == op->bytes && h.recv_bytes <= h.bytes) {
-    const size_t from = h.recv_bytes, n = h.bytes - h.recv_bytes;
-    if (cma::write(h.pid, h.addr + from, op->buf + from, n, peer)) wrote = n;
-    expect_peer(h.recv_bytes);  // FIN comes once the receiver has its part
-  }
-  reply(peer, kPushed, Offer{kPushed, h.msg, h.seq, h.tag, h.bytes, 0, 0}, wrote);
-}
-
-// The sender wrote its part of our receive (or nothing: we copy it).
-void P2PEngine::on_pushed(int peer, P2POp& op, size_t wrote) {
-  if (op.stage != kCopying && op.stage != kWaitPushed) return;
-  if (!wrote) {
-    op.until = op.received;
-    op.stage = kCopying;
-    return;
-  }
-  op.pushed = true;
-  if (op.stage == kWaitPushed) copied(peer, op);
-}
-
-void P2PEngine::expect_peer(size_t bytes) {
-  if (!own_cpus_) return;  // polling would take the CPU the peer copies on
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1) +
-                     std::chrono::nanoseconds(static_cast<int64_t>(bytes / kPeerCopyBytesPerNs));
-  peer_busy_until_ = std::max(peer_busy_until_, until);
 }
 
 std::unique_lock<std::mutex> P2PEngine::enter() {

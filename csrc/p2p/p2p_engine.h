@@ -121,17 +121,18 @@ class P2PEngine {
   bool progress_recv(int peer);
   void on_header(int peer, const uint8_t* header);
   void match_posted(const std::shared_ptr<P2POp>& op);
-  struct Offer;  // what a message's header offers a receive
+  struct Offer;  // what a message's header offers a receive (protocol.h)
   void accept(int peer, const std::shared_ptr<P2POp>& op, const Offer& m);
+  void reply(int peer, int kind, const Offer& m, size_t recv_bytes, uint64_t addr = 0);
+  // One host's single copy (single_copy.cpp).
   bool copy_in(int peer, const std::shared_ptr<P2POp>& op, const Offer& m);
   bool copy_some();
   void copied(int peer, P2POp& op);
   void read_part(int peer, P2POp& op, size_t from, size_t to);
+  void offer_help(P2POp& op);
   void on_help(int peer, P2POp& op);
   void on_push(int peer, P2POp* op, const uint8_t* header);
   void on_pushed(int peer, P2POp& op, size_t wrote);
-  void offer_help(P2POp& op);
-  void reply(int peer, int kind, const Offer& m, size_t recv_bytes, uint64_t addr = 0);
   void expect_peer(size_t bytes);
   void complete(P2POp& op, bool ok, ErrorKind kind = ErrorKind::kComm, const std::string& why = {});
   void finish(P2POp& op);
