@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds pycomm with sanitizers in a scratch copy of the tree and runs the
-# kernel, transport and collective tests under them. address,undefined: the
-# extension built with ASan+UBSan, the pytest files below run with the
-# runtimes preloaded. thread: Python cannot host TSan, so the native test
+# kernel, transport, collective and point-to-point tests under them.
+# address,undefined: the extension built with ASan+UBSan, the pytest files
+# below run with the runtimes preloaded. thread: Python cannot host TSan, so the native test
 # tests/native/comm_threads.cpp (ranks as threads, shm and TCP, async ops,
 # abort) is built with the core's sources and run. CI runs both.
 #
@@ -31,7 +31,7 @@ runtime="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 # Python itself is not instrumented and keeps memory until exit: no leak reports.
 export ASAN_OPTIONS="detect_leaks=0 abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1"
-tests="tests/test_kernels.py tests/test_quantize.py tests/test_collectives.py tests/test_errors.py"
+tests="tests/test_kernels.py tests/test_quantize.py tests/test_collectives.py tests/test_errors.py tests/test_p2p.py"
 echo "pycomm: running $tests under $mode"
 # shellcheck disable=SC2086
 LD_PRELOAD="$runtime" PYTHONPATH="$work" python -m pytest -q -p no:cacheprovider -x $tests
