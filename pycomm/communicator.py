@@ -4,82 +4,23 @@ Rank, size and rendezvous come from whoever launched the job (a Store);
 the data path is native (shared memory on one host, TCP across hosts) and
 Python never touches payload bytes.
 """
-import atexit
 import itertools
 import os
 import secrets
-import sys
 import weakref
 from collections import deque
 
 import numpy as np
 
 from . import _C
-from . import device, hierarchy, int8_args, log, shrink
+from . import device, environment, hierarchy, int8_args, log, shrink
 from .group import Group
 from .operations import ALLREDUCE, OPERATIONS, ROWS, elems, per_rank, present
 from .ops import op_code
-from .store import Store, store_from_env
+from .store import Store
 from .topology import bind_address, choose_transport, host_id
 
-DEFAULT_TIMEOUT = 300.0
 _comm_ids = itertools.count()
-
-
-def _env_float(name, default):
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-
-
-def _check_timeout(timeout):
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
-    return float(timeout)
-
-
-# Expert knobs of the native core, for benchmarking and unusual machines.
-_TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "slice_bytes",
-                "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us",
-                "PYCOMM_SHM_CMA_BYTES": "shm_cma_bytes",
-                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes", "PYCOMM_MPI_CHUNK_BYTES": "mpi_chunk_bytes",
-                "PYCOMM_MPI_SLOTS": "mpi_slots", "PYCOMM_MPI_EAGER_BYTES": "mpi_eager_bytes",
-                "PYCOMM_MPI_CHANNEL_BYTES": "mpi_channel_bytes", "PYCOMM_FLIGHT_RECORDER": "flight_recorder"}
-
-
-def _env_tuning():
-    opts = {}
-    for var, key in _TUNING_VARS.items():
-        value = os.environ.get(var)
-        if value:
-            try:
-                opts[key] = int(value)
-            except ValueError:
-                raise ValueError(f"{var} must be an integer, got {value!r}") from None
-    return opts
-
-
-_env_stores = {}
-
-
-def _env_store(rank, size, timeout):
-    # One store per process and environment: rank 0 serves it on MASTER_PORT,
-    # which a second server could not bind. Closed at exit, after which the
-    # server lingers until the other ranks hang up.
-    dist = sys.modules.get("torch.distributed")
-    torch_store = dist is not None and dist.is_available() and dist.is_initialized()
-    key = (rank, size, os.environ.get("PYCOMM_STORE"), os.environ.get("MASTER_ADDR"),
-           os.environ.get("MASTER_PORT"), torch_store)
-    if key not in _env_stores:
-        _env_stores[key] = store = store_from_env(rank, size, timeout)
-        atexit.register(store.close)
-    return _env_stores[key]
 
 
 def _flat_empty(like, count):
@@ -115,8 +56,8 @@ class Communicator:
                  name=None, options=None):
         if not isinstance(rank, int) or not isinstance(size, int) or size < 1 or not 0 <= rank < size:
             raise ValueError(f"need 0 <= rank < size, got rank={rank!r}, size={size!r}")
-        self._timeout = (_check_timeout(timeout) if timeout is not None
-                         else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT))
+        self._timeout = (environment.check_timeout(timeout) if timeout is not None
+                         else environment.default_timeout())
         self._store = store
         self.name = name if name is not None else next(_comm_ids)
         prefix = f"pycomm/{self.name}"
@@ -127,7 +68,7 @@ class Communicator:
         hosts = [h.decode() for h in store.allgather(f"{prefix}/host", rank, size,
                                                      host_id().encode(), boot_timeout)]
         kind = choose_transport(transport, hosts)
-        opts = {**_env_tuning(), **(options or {})}
+        opts = {**environment.tuning(), **(options or {})}
         flat = opts.pop("flat", False)  # the parts of a hierarchy are flat themselves
         opts.setdefault("connect_timeout", boot_timeout)
         opts.setdefault("local_ranks", hosts.count(hosts[rank]))
@@ -180,8 +121,8 @@ class Communicator:
             raise ValueError(f"Communicator.from_env needs {' and '.join(missing)} in the environment "
                              "(start the program with python -m pycomm.launch or torchrun)")
         rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        t = timeout if timeout is not None else _env_float("PYCOMM_TIMEOUT", DEFAULT_TIMEOUT)
-        return cls(rank, size, _env_store(rank, size, max(t, 60.0)), timeout=timeout, **kwargs)
+        t = timeout if timeout is not None else environment.default_timeout()
+        return cls(rank, size, environment.store(rank, size, max(t, 60.0)), timeout=timeout, **kwargs)
 
     @classmethod
     def from_mpi(cls, comm, **kwargs):
@@ -211,6 +152,10 @@ class Communicator:
         """The default deadline of every op, in seconds."""
         return self._timeout
 
+    def _timeout_for(self, timeout):
+        """An op's deadline: its own (checked), else the communicator's."""
+        return self._timeout if timeout is None else environment.check_timeout(timeout)
+
     @property
     def store(self):
         """The bootstrap Store this communicator rendezvoused through."""
@@ -236,7 +181,7 @@ class Communicator:
         stochastic rounds stochastically, seeded by `seed` (default: the
         op's sequence number, reproducible).
         """
-        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        timeout = self._timeout_for(timeout)
         if _on_gpu(x, out):
             if compress is None:
                 int8_args.uncompressed(block_size, stochastic, seed, error_feedback)
@@ -279,7 +224,7 @@ class Communicator:
         compress="int8": int8 on the wire, float32 out (each element rounded
         once); the other keywords as for allreduce.
         """
-        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        timeout = self._timeout_for(timeout)
         if counts is not None:
             if compress is not None:
                 raise ValueError("compress='int8' takes no counts")
@@ -330,7 +275,7 @@ class Communicator:
         if compress is not None:
             if counts is not None:
                 raise ValueError("compress='int8' takes no counts")
-            timeout = self._timeout if timeout is None else _check_timeout(timeout)
+            timeout = self._timeout_for(timeout)
             if _on_gpu(x, out):
                 int8_args.gpu_uncompressed(compress)
             block_size, stochastic, seed = int8_args.options(compress, block_size, stochastic, seed, None)
@@ -439,7 +384,7 @@ class Communicator:
             raise ValueError(f"tag must fit in 32 bits, got {tag}")
         if type(x) is not np.ndarray and x is not None:
             x = device.describe(x) or x  # GPU buffers go through pinned host memory (device_staging.h)
-        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        timeout = self._timeout_for(timeout)
         if self._group is not None:
             return self._group.add((bool(send), x, peer, tag, bool(allow_shorter), timeout))
         w = self._native.p2p_one(send, x, peer, tag, allow_shorter, async_op, timeout)
@@ -450,7 +395,7 @@ class Communicator:
         output allocated where the caller may leave it out, then one native
         entry point that checks everything before anything is sent."""
         row = ROWS[coll]
-        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        timeout = self._timeout_for(timeout)
         if row.rooted:
             if isinstance(root, bool) or not isinstance(root, int):
                 raise TypeError(f"root must be an int, not {type(root).__name__}")
@@ -615,7 +560,7 @@ class Communicator:
         this communicator's), or a CommError naming the ranks that did not
         take part or that see other deaths (pycomm/shrink.py). Call it on every
         survivor; this communicator stays failed (close() it)."""
-        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        timeout = self._timeout_for(timeout)
         self._shrinks += 1
         alive = shrink.agree(self, self._shrinks, timeout)
         return Communicator(alive.index(self.rank), len(alive), self._store, transport=self.transport,
