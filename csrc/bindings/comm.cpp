@@ -1,6 +1,6 @@
-// pycomm._C.Communicator: the native communicator as Python sees it. Argument
-// checks happen here, before anything is sent, and raise TypeError or
-// ValueError; the GIL is released for the whole data path.
+// pycomm._C.Communicator: the native communicator as Python sees it. Its
+// arguments are checked here (arg_checks.h), before anything is sent, and
+// raise TypeError or ValueError; the GIL is released for the whole data path.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -14,6 +14,7 @@
 #include "../cuda/runtime.h"
 #include "../kernels/quantize_int8.h"
 #include "../transport/factory.h"
+#include "arg_checks.h"
 #include "buffer.h"
 #include "device_staging.h"
 #include "errors.h"
@@ -116,7 +117,7 @@ class PyComm {
     const int r = rank();
     CollArgs a;
     a.coll = info->coll;
-    a.timeout_s = check_timeout(timeout);
+    a.timeout_s = checks::timeout(timeout);
     std::shared_ptr<Held> held = root_and_counts(*info, a, root, counts, recv_counts);
     const bool has_in = extent_present(info->in, a, r), has_out = extent_present(info->out, a, r);
     const bool in_place = has_out && out.is_none() && info->in_place;
@@ -128,16 +129,16 @@ class PyComm {
     if (has_out && !in_place) {
       if (out.is_none()) throw py::value_error(name + " needs out on this rank");
       dst = std::make_unique<HostBuffer>(out, "out", true);
-      if (in) same_type(*in, *dst);
+      if (in) checks::same_type(*in, *dst);
     }
     a.dtype = in ? in->dtype() : dst ? dst->dtype() : DType::kUInt8;
-    a.op = info->reduces ? reduce_op(op, a.dtype) : RedOp::kSum;
+    a.op = info->reduces ? checks::reduce_op(op, a.dtype) : RedOp::kSum;
     if (!info->counts) a.count = count_of(*info, in.get(), dst.get());
     a.in = in ? in->data() : nullptr;
     a.out = dst ? dst->data() : in_place ? in->data() : nullptr;
     check_extent(*info, info->in, a, in.get(), "x");
     check_extent(*info, info->out, a, dst.get(), "out");
-    if (in && dst && !info->in_place && !aliased_ok(*info, a, *in, *dst)) no_overlap(*in, *dst);
+    if (in && dst && !info->in_place && !aliased_ok(*info, a, *in, *dst)) checks::no_overlap(*in, *dst);
     std::vector<std::unique_ptr<HostBuffer>> keep;
     if (in) keep.push_back(std::move(in));
     if (dst) keep.push_back(std::move(dst));
@@ -150,17 +151,17 @@ class PyComm {
                             bool stochastic, py::handle seed, py::handle worker_residual,
                             py::handle owner_residual, bool async_op, double timeout) {
     auto in = std::make_unique<HostBuffer>(x, "x", out.is_none());
-    int8_input(*in);
+    checks::int8_input(*in);
     std::unique_ptr<HostBuffer> dst;
     if (!out.is_none()) {
       dst = std::make_unique<HostBuffer>(out, "out", true);
-      float_buffer(*dst, "out", in->count());
-      if (dst->data() != in->data()) no_overlap(*in, *dst);
+      checks::buffer(*dst, DType::kFloat32, in->count(), "out");
+      if (dst->data() != in->data()) checks::no_overlap(*in, *dst);
     } else if (in->dtype() != DType::kFloat32) {
       throw py::type_error(std::string("compressed allreduce of ") + dtype_name(in->dtype()) +
                            " needs out (float32): the result is float32");
     }
-    CollArgs a = args(Coll::kAllreduceInt8, *in, int8_op(op), timeout);
+    CollArgs a = args(Coll::kAllreduceInt8, *in, checks::int8_op(op), timeout);
     a.in = in->data();
     a.out = dst ? dst->data() : in->data();
     a.count = in->count();
@@ -175,16 +176,16 @@ class PyComm {
                                  bool stochastic, py::handle seed, py::handle worker_residual,
                                  bool async_op, double timeout) {
     auto in = std::make_unique<HostBuffer>(x, "x", false);
-    int8_input(*in);
+    checks::int8_input(*in);
     auto dst = std::make_unique<HostBuffer>(out, "out", true);
     if (in->count() != dst->count() * size())
       throw py::value_error(strprintf("reduce_scatter needs x.size == comm.size * out.size: x has "
                                       "%zu elements, out %zu, comm.size is %d",
                                       in->count(), dst->count(), size()));
-    float_buffer(*dst, "out", dst->count());
+    checks::buffer(*dst, DType::kFloat32, dst->count(), "out");
     const auto* own = static_cast<const uint8_t*>(in->data()) + rank() * dst->nbytes();
-    if (!(in->dtype() == DType::kFloat32 && dst->data() == own)) no_overlap(*in, *dst);
-    CollArgs a = args(Coll::kReduceScatterInt8, *in, int8_op(op), timeout);
+    if (!(in->dtype() == DType::kFloat32 && dst->data() == own)) checks::no_overlap(*in, *dst);
+    CollArgs a = args(Coll::kReduceScatterInt8, *in, checks::int8_op(op), timeout);
     a.in = in->data();
     a.out = dst->data();
     a.count = dst->count();
@@ -200,7 +201,7 @@ class PyComm {
   py::object allgather_int8(py::handle x, py::handle out, size_t block_size, bool stochastic,
                             py::handle seed, bool async_op, double timeout) {
     auto in = std::make_unique<HostBuffer>(x, "x", false);
-    int8_input(*in);
+    checks::int8_input(*in);
     auto dst = std::make_unique<HostBuffer>(out, "out", true);
     if (dst->dtype() != DType::kFloat32 && dst->dtype() != in->dtype())
       throw py::type_error(std::string("out must be float32 or x's dtype (") + dtype_name(in->dtype()) +
@@ -209,11 +210,11 @@ class PyComm {
       throw py::value_error(strprintf("allgather needs out.size == comm.size * x.size: x has %zu "
                                       "elements, out %zu, comm.size is %d",
                                       in->count(), dst->count(), size()));
-    aligned(*dst, "out");
+    checks::aligned(*dst, "out");
     // x may be this rank's part of out (FSDP's in-place form): each piece is
     // quantized before its dequantized values land on it.
     const auto* own = static_cast<const uint8_t*>(dst->data()) + rank() * in->nbytes();
-    if (!(dst->dtype() == in->dtype() && in->data() == own)) no_overlap(*in, *dst);
+    if (!(dst->dtype() == in->dtype() && in->data() == own)) checks::no_overlap(*in, *dst);
     CollArgs a = args(Coll::kAllgatherInt8, *in, RedOp::kSum, timeout);
     a.in = in->data();
     a.out = dst->data();
@@ -237,9 +238,9 @@ class PyComm {
     if (!info || !info->ipc) throw py::value_error("no GPU path for " + coll);
     a.coll = info->coll;
     a.dtype = static_cast<DType>(dtype);
-    a.op = info->reduces ? reduce_op(op, a.dtype) : RedOp::kSum;
+    a.op = info->reduces ? checks::reduce_op(op, a.dtype) : RedOp::kSum;
     std::shared_ptr<Held> held = root_and_counts(*info, a, root, counts, py::none());
-    check_device_pointers(a);
+    checks::device_pointers(a);
     py::object w = submit(a, async_op, {});
     if (async_op) w.cast<PyWork&>().held = std::move(held);
     return w;
@@ -261,11 +262,11 @@ class PyComm {
                                       cuda::kMaxReduceSources));
     a.coll = Coll::kAllreduceInt8;
     a.dtype = d;
-    a.op = int8_op(op);
+    a.op = checks::int8_op(op);
     int8_args(a, block_size, stochastic, seed, py::none(), py::none(), 0, 0);
     a.int8.worker_residual = reinterpret_cast<float*>(worker);
     a.int8.owner_residual = reinterpret_cast<float*>(owner);
-    check_device_pointers(a);
+    checks::device_pointers(a);
     if (count != 0 && ((worker && cuda::device_of(a.int8.worker_residual) < 0) ||
                        (owner && cuda::device_of(a.int8.owner_residual) < 0)))
       throw py::value_error("error-feedback residuals of GPU buffers must be in GPU memory");
@@ -329,7 +330,7 @@ class PyComm {
   }
 
   size_t int8_owned(size_t count, size_t block_size) const {
-    check_block_size(block_size);
+    checks::block_size(block_size);
     return allreduce_int8_owned(count, size(), rank(), block_size);
   }
 
@@ -367,7 +368,7 @@ class PyComm {
   std::unique_ptr<PyWork> p2p_op(bool send, py::handle x, int peer, int tag, bool allow_shorter, double timeout) {
     std::shared_ptr<P2PEngine> engine = comm_->p2p();
     if (!engine) throw py::value_error("this communicator has no point-to-point links (made with p2p=0)");
-    timeout = check_timeout(timeout);
+    timeout = checks::timeout(timeout);
     if (peer < (send ? 0 : kAnySource) || peer >= size())
       throw py::value_error(strprintf("%s %d is not a rank of this communicator (size %d)", send ? "dst" : "src",
                                       peer, size()));
@@ -406,17 +407,6 @@ class PyComm {
     pw->op = std::move(op);
     return pw;
   }
-  static double check_timeout(double t) {
-    if (!(t > 0)) throw py::value_error(strprintf("timeout must be a positive number of seconds, got %g", t));
-    return t;
-  }
-  static RedOp reduce_op(int op, DType dtype) {
-    if (op < 0 || op >= kNumRedOps) throw py::value_error(strprintf("unknown reduction op %d", op));
-    RedOp r = static_cast<RedOp>(op);
-    if (r == RedOp::kAvg && !dtype_is_floating(dtype))
-      throw py::value_error(std::string("op avg needs a floating-point dtype, got ") + dtype_name(dtype));
-    return r;
-  }
   // The part of a GPU op's arguments every GPU op has.
   static CollArgs device_args(uintptr_t in, uintptr_t out, size_t count, uintptr_t stream,
                               double timeout) {
@@ -428,64 +418,15 @@ class PyComm {
     a.count = count;
     a.device = true;
     a.stream = reinterpret_cast<void*>(stream);
-    a.timeout_s = check_timeout(timeout);
+    a.timeout_s = checks::timeout(timeout);
     return a;
-  }
-  // Both pointers must be device memory of one GPU (an empty tensor may
-  // have none; a rank without a buffer of a rooted op passes none).
-  static void check_device_pointers(const CollArgs& a) {
-    if (a.count == 0 && !a.counts) return;
-    int din = -2, dout = -2;
-    without_gil([&] {  // the first CUDA call may start the runtime
-      if (a.in) din = cuda::device_of(a.in);
-      if (a.out) dout = cuda::device_of(a.out);
-    });
-    if (din == -1 || dout == -1)
-      throw py::value_error(strprintf("%s is not in GPU memory (CUDA sees no device allocation at %p)",
-                                      din == -1 ? "x" : "out", din == -1 ? a.in : a.out));
-    if (din >= 0 && dout >= 0 && din != dout)
-      throw py::value_error(strprintf("x is on GPU %d and out on GPU %d", din, dout));
-  }
-  static void check_block_size(size_t b) {
-    if (!kernels::quant_block_size_ok(b))
-      throw py::value_error(strprintf("block_size must be a power of two in [32, 4096], got %zu", b));
-  }
-  static void int8_input(const HostBuffer& x) {
-    const DType d = x.dtype();
-    if (d != DType::kFloat32 && d != DType::kFloat16 && d != DType::kBFloat16)
-      throw py::type_error(std::string("compress='int8' needs float32, float16 or bfloat16 input, got ") +
-                           dtype_name(d));
-    aligned(x, "x");
-  }
-  static RedOp int8_op(int op) {
-    RedOp r = reduce_op(op, DType::kFloat32);
-    if (r != RedOp::kSum && r != RedOp::kAvg)
-      throw py::value_error(std::string("compress='int8' supports op sum and avg, not ") + redop_name(r));
-    return r;
-  }
-  static void aligned(const HostBuffer& b, const char* what) {
-    if (reinterpret_cast<uintptr_t>(b.data()) % dtype_size(b.dtype()))
-      throw py::value_error(strprintf("%s is not aligned to its %zu-byte elements", what,
-                                      dtype_size(b.dtype())));
-  }
-  static void float_buffer(const HostBuffer& b, const char* what, size_t count) {
-    if (b.dtype() != DType::kFloat32)
-      throw py::type_error(strprintf("%s must be float32, got %s", what, dtype_name(b.dtype())));
-    if (b.count() != count)
-      throw py::value_error(strprintf("%s must have %zu elements, got %zu", what, count, b.count()));
-    aligned(b, what);
-  }
-  static void no_overlap(const HostBuffer& x, const HostBuffer& out) {
-    auto x0 = reinterpret_cast<uintptr_t>(x.data()), o0 = reinterpret_cast<uintptr_t>(out.data());
-    if (x0 < o0 + out.nbytes() && o0 < x0 + x.nbytes())
-      throw py::value_error("out overlaps x: pass separate buffers (see the docstring for in place)");
   }
   // Fills a.int8; returns the residual buffers to keep alive with the op.
   std::vector<std::unique_ptr<HostBuffer>> int8_args(CollArgs& a, size_t block_size, bool stochastic,
                                                      py::handle seed, py::handle worker,
                                                      py::handle owner, size_t worker_count,
                                                      size_t owner_count) {
-    check_block_size(block_size);
+    checks::block_size(block_size);
     a.int8.block_size = block_size;
     a.int8.stochastic = stochastic;
     a.seed_from_seq = seed.is_none();
@@ -493,27 +434,22 @@ class PyComm {
     std::vector<std::unique_ptr<HostBuffer>> keep;
     if (!worker.is_none()) {
       keep.push_back(std::make_unique<HostBuffer>(worker, "error feedback (worker)", true));
-      float_buffer(*keep.back(), "error feedback (worker)", worker_count);
+      checks::buffer(*keep.back(), DType::kFloat32, worker_count, "error feedback (worker)");
       a.int8.worker_residual = static_cast<float*>(keep.back()->data());
     }
     if (!owner.is_none()) {
       keep.push_back(std::make_unique<HostBuffer>(owner, "error feedback (owner)", true));
-      float_buffer(*keep.back(), "error feedback (owner)", owner_count);
+      checks::buffer(*keep.back(), DType::kFloat32, owner_count, "error feedback (owner)");
       a.int8.owner_residual = static_cast<float*>(keep.back()->data());
     }
     return keep;
-  }
-  static void same_type(const HostBuffer& x, const HostBuffer& out) {
-    if (x.dtype() != out.dtype())
-      throw py::type_error(std::string("out has dtype ") + dtype_name(out.dtype()) + ", x has " +
-                           dtype_name(x.dtype()));
   }
   static CollArgs args(Coll coll, const HostBuffer& b, RedOp op, double timeout) {
     CollArgs a;
     a.coll = coll;
     a.dtype = b.dtype();
     a.op = op;
-    a.timeout_s = check_timeout(timeout);
+    a.timeout_s = checks::timeout(timeout);
     return a;
   }
   py::object submit(const CollArgs& a, bool async_op, std::unique_ptr<HostBuffer> b1,

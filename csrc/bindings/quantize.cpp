@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bindings/gil.h"
+#include "arg_checks.h"
 #include "buffer.h"
 #include "common/dtype.h"
 #include "kernels/quantize_int8.h"
@@ -20,54 +21,26 @@ namespace py = pybind11;
 namespace pycomm {
 namespace {
 
-size_t checked_block_size(long long block_size) {
-  if (block_size < 0 || !kernels::quant_block_size_ok(static_cast<size_t>(block_size))) {
-    throw py::value_error("block_size must be a power of two in [32, 4096], got " +
-                          std::to_string(block_size));
-  }
-  return static_cast<size_t>(block_size);
-}
-
-void expect(const HostBuffer& b, DType dtype, size_t count, const char* name) {
-  if (b.dtype() != dtype) {
-    throw py::type_error(std::string(name) + " must be " + dtype_name(dtype) + ", got " +
-                         dtype_name(b.dtype()));
-  }
-  if (b.count() != count) {
-    throw py::value_error(std::string(name) + " must have " + std::to_string(count) +
-                          " elements, got " + std::to_string(b.count()));
-  }
-}
-
-// The kernels read typed elements: HostBuffer accepts any address.
-void expect_aligned(const HostBuffer& b, const char* name) {
-  if (reinterpret_cast<uintptr_t>(b.data()) % dtype_size(b.dtype()) != 0) {
-    throw py::value_error(std::string(name) + " is not aligned for " + dtype_name(b.dtype()));
-  }
-}
-
 void py_quantize(py::handle x, long long block_size, bool stochastic, uint64_t seed,
                  py::handle residual, py::handle q_out, py::handle scales_out) {
-  const size_t bs = checked_block_size(block_size);
+  const size_t bs = checks::block_size(block_size);
   HostBuffer in(x, "x", /*writable=*/false);
   const DType dt = in.dtype();
   if (dt != DType::kFloat32 && dt != DType::kFloat16 && dt != DType::kBFloat16) {
     throw py::type_error(std::string("x must be float32, float16 or bfloat16, got ") +
                          dtype_name(dt));
   }
-  expect_aligned(in, "x");
+  checks::aligned(in, "x");
   const size_t n = in.count();
   HostBuffer q(q_out, "q_out", /*writable=*/true);
-  expect(q, DType::kInt8, n, "q_out");
+  checks::buffer(q, DType::kInt8, n, "q_out");
   HostBuffer s(scales_out, "scales_out", /*writable=*/true);
-  expect(s, DType::kFloat32, kernels::quant_num_blocks(n, bs), "scales_out");
-  expect_aligned(s, "scales_out");
+  checks::buffer(s, DType::kFloat32, kernels::quant_num_blocks(n, bs), "scales_out");
   float* res = nullptr;
   std::unique_ptr<HostBuffer> r;
   if (!residual.is_none()) {
     r = std::make_unique<HostBuffer>(residual, "residual", /*writable=*/true);
-    expect(*r, DType::kFloat32, n, "residual");
-    expect_aligned(*r, "residual");
+    checks::buffer(*r, DType::kFloat32, n, "residual");
     res = static_cast<float*>(r->data());
   }
   without_gil([&] {
@@ -78,20 +51,18 @@ void py_quantize(py::handle x, long long block_size, bool stochastic, uint64_t s
 
 void py_dequantize(py::handle q_in, py::handle scales, long long block_size, py::handle out,
                    bool accumulate) {
-  const size_t bs = checked_block_size(block_size);
+  const size_t bs = checks::block_size(block_size);
   HostBuffer q(q_in, "q", /*writable=*/false);
   if (q.dtype() != DType::kInt8) {
     throw py::type_error(std::string("q must be int8, got ") + dtype_name(q.dtype()));
   }
   const size_t n = q.count();
   HostBuffer s(scales, "scales", /*writable=*/false);
-  expect(s, DType::kFloat32, kernels::quant_num_blocks(n, bs), "scales");
-  expect_aligned(s, "scales");
+  checks::buffer(s, DType::kFloat32, kernels::quant_num_blocks(n, bs), "scales");
   HostBuffer o(out, "out", /*writable=*/true);
   const DType od = o.dtype();
   const bool narrowed = !accumulate && (od == DType::kFloat16 || od == DType::kBFloat16);
-  expect(o, narrowed ? od : DType::kFloat32, n, "out");
-  expect_aligned(o, "out");
+  checks::buffer(o, narrowed ? od : DType::kFloat32, n, "out");
   without_gil([&] {
     const auto* qp = static_cast<const int8_t*>(q.data());
     const auto* sp = static_cast<const float*>(s.data());
@@ -109,32 +80,29 @@ void py_reduce_requantize(py::list qs, py::list scales, long long block_size, fl
                           bool stochastic, uint64_t seed, py::handle residual, py::handle q_out,
                           py::handle scales_out, py::handle dense, size_t dense_index,
                           py::handle dequant_out) {
-  const size_t bs = checked_block_size(block_size);
+  const size_t bs = checks::block_size(block_size);
   if (qs.size() == 0 || qs.size() != scales.size())
     throw py::value_error("need one scales array per q array, and at least one source");
   HostBuffer qo(q_out, "q_out", /*writable=*/true);
   const size_t n = qo.count(), nb = kernels::quant_num_blocks(n, bs);
-  expect(qo, DType::kInt8, n, "q_out");
+  checks::buffer(qo, DType::kInt8, n, "q_out");
   HostBuffer so(scales_out, "scales_out", /*writable=*/true);
-  expect(so, DType::kFloat32, nb, "scales_out");
-  expect_aligned(so, "scales_out");
+  checks::buffer(so, DType::kFloat32, nb, "scales_out");
   std::vector<std::unique_ptr<HostBuffer>> keep;
   std::vector<const int8_t*> qp;
   std::vector<const float*> sp;
   for (size_t i = 0; i < qs.size(); ++i) {
     keep.push_back(std::make_unique<HostBuffer>(qs[i], "q", /*writable=*/false));
-    expect(*keep.back(), DType::kInt8, n, "q");
+    checks::buffer(*keep.back(), DType::kInt8, n, "q");
     qp.push_back(static_cast<const int8_t*>(keep.back()->data()));
     keep.push_back(std::make_unique<HostBuffer>(scales[i], "scales", /*writable=*/false));
-    expect(*keep.back(), DType::kFloat32, nb, "scales");
-    expect_aligned(*keep.back(), "scales");
+    checks::buffer(*keep.back(), DType::kFloat32, nb, "scales");
     sp.push_back(static_cast<const float*>(keep.back()->data()));
   }
   float* res = nullptr;
   if (!residual.is_none()) {
     keep.push_back(std::make_unique<HostBuffer>(residual, "residual", /*writable=*/true));
-    expect(*keep.back(), DType::kFloat32, n, "residual");
-    expect_aligned(*keep.back(), "residual");
+    checks::buffer(*keep.back(), DType::kFloat32, n, "residual");
     res = static_cast<float*>(keep.back()->data());
   }
   // The float32 source standing for index dense_index, and the optional
@@ -142,8 +110,7 @@ void py_reduce_requantize(py::list qs, py::list scales, long long block_size, fl
   auto float_buffer = [&](py::handle h, const char* name, bool writable) -> float* {
     if (h.is_none()) return nullptr;
     keep.push_back(std::make_unique<HostBuffer>(h, name, writable));
-    expect(*keep.back(), DType::kFloat32, n, name);
-    expect_aligned(*keep.back(), name);
+    checks::buffer(*keep.back(), DType::kFloat32, n, name);
     return static_cast<float*>(keep.back()->data());
   };
   const float* dn = float_buffer(dense, "dense", false);
