@@ -239,6 +239,31 @@ def blocking_large(comm):
     assert (buf[nbytes:] == 7).all()
 
 
+def sender_gives_up(comm):
+    """A large blocking send times out before its receive is posted (on one
+    host it has offered to copy a part: HELP). The sender gets TimeoutError.
+    A receive posted later still gets the whole message where it copies out
+    of the sender's memory (shm: the sender answers its PUSH with nothing
+    written, so the receiver copies all), and times out cleanly where the
+    payload needed the sender (tcp, mpi). The link goes on either way."""
+    n, r = comm.size, comm.rank
+    nbytes = (4 << 20) + 5
+    if n >= 2 and r == 0:
+        out = message(0, 1, 12, nbytes, "uint8")
+        expect(pycomm.TimeoutError, lambda: comm.send(out, 1, tag=12, timeout=0.3), "rank 1", "timeout")
+        assert comm.recv(np.empty(1, np.uint8), 1, tag=13) == 1  # rank 1 is done with `out`
+    elif n >= 2 and r == 1:
+        time.sleep(0.8)
+        buf = np.zeros(nbytes, np.uint8)
+        if comm.transport == "shm":
+            assert comm.recv(buf, 0, tag=12) == 0
+            assert np.array_equal(buf, message(0, 1, 12, nbytes, "uint8"))
+        else:
+            expect(pycomm.TimeoutError, lambda: comm.recv(buf, 0, tag=12, timeout=0.5), "rank 0", "tag 12")
+        comm.send(np.ones(1, np.uint8), 0, tag=13)
+    comm.barrier()
+
+
 def one_gibibyte(comm):
     """Both ranks of a pair post a 1 GiB + 3 B receive first and the send
     second; every byte checked (random bytes repeating with a prime period,
@@ -272,7 +297,7 @@ def peer_dies(comm):
 
 
 SCENARIOS = [pairs, irecv_first_large, any_source_and_order, group_and_self, sizes_and_errors, beside_collectives,
-             blocking_large]
+             blocking_large, sender_gives_up]
 
 
 def main():
