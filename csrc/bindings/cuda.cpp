@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
+#include "bindings/arg_checks.h"
 #include "bindings/gil.h"
 #include "common/dtype.h"
 #include "cuda/cuda_kernels.h"
 #include "cuda/runtime.h"
-#include "kernels/quantize_int8.h"
 
 namespace py = pybind11;
 
@@ -49,14 +49,6 @@ RedOp checked_op(int code) {
 size_t checked_count(long long count) {
   if (count < 0) throw py::value_error("count must be >= 0");
   return static_cast<size_t>(count);
-}
-
-size_t checked_block_size(long long block_size) {
-  if (block_size < 0 || !kernels::quant_block_size_ok(static_cast<size_t>(block_size))) {
-    throw py::value_error("block_size must be a power of two in [32, 4096], got " +
-                          std::to_string(block_size));
-  }
-  return static_cast<size_t>(block_size);
 }
 
 // A device pointer the kernels may read `width`-byte elements through:
@@ -160,7 +152,7 @@ void py_quantize(uintptr_t x, int dtype_code, long long count, long long block_s
   const uintptr_t residual = optional_ptr(residual_ptr);
   const DType dtype = checked_dtype(dtype_code);
   check_float_dtype(dtype);
-  const size_t n = checked_count(count), bs = checked_block_size(block_size);
+  const size_t n = checked_count(count), bs = checks::block_size(block_size);
   check_ptr(x, dtype_size(dtype), n, "x");
   check_ptr(q, 1, n, "q");
   check_ptr(scales, 4, n, "scales");
@@ -175,7 +167,7 @@ void py_quantize(uintptr_t x, int dtype_code, long long count, long long block_s
 
 void py_dequantize(uintptr_t q, uintptr_t scales, long long count, long long block_size,
                    uintptr_t out, bool accumulate, uintptr_t stream) {
-  const size_t n = checked_count(count), bs = checked_block_size(block_size);
+  const size_t n = checked_count(count), bs = checks::block_size(block_size);
   check_ptr(q, 1, n, "q");
   check_ptr(scales, 4, n, "scales");
   check_ptr(out, 4, n, "out");
@@ -198,7 +190,7 @@ void py_reduce_requantize(const std::vector<uintptr_t>& qs, const std::vector<ui
                           uintptr_t q_out, uintptr_t s_out, uintptr_t stream,
                           const py::object& dense_ptr, int dense_index) {
   const uintptr_t residual = optional_ptr(residual_ptr), dense = optional_ptr(dense_ptr);
-  const size_t n = checked_count(count), bs = checked_block_size(block_size);
+  const size_t n = checked_count(count), bs = checks::block_size(block_size);
   check_sources(qs.size(), "reduce_requantize_int8");
   if (ss.size() != qs.size()) throw py::value_error("qs and ss must have the same length");
   std::vector<const int8_t*> qp;

@@ -1,8 +1,6 @@
 // One host's single copy (p2p_engine.h): a receive copies the payload out of
 // the sender's memory a slice at a time, and a waiting sender writes a part
 // of it (HELP, PUSH, PUSHED).
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
