@@ -100,6 +100,24 @@ def test_table_without_check_says_na():
     assert lines[-1].split()[7] == "N/A" and lines[-1].split()[-1] == "2.00"
 
 
+def test_rounds_merge_at_the_median_round():
+    row = dict(op="alltoall", bytes=64, count=8, dtype="float32", redop="none", nranks=2, p99_us=9.0,
+               wrong=0, library="pycomm", transport="shm", version="0")
+    mine = [dict(row, round=k, time_us=t, p99_us=t + 1) for k, t in enumerate([5.0, 1.0, 3.0, 2.0])]
+    theirs = [dict(row, library="mpi", round=k, time_us=t) for k, t in enumerate([10.0, 3.0, 3.0, 8.0])]
+    theirs[3]["wrong"] = 2  # a wrong result in any round is reported
+    merged = {r["library"]: r for r in report.merge_rounds(mine + theirs)}
+    # The lower median, all its columns from that one round.
+    assert merged["pycomm"]["time_us"] == 2.0 and merged["pycomm"]["p99_us"] == 3.0
+    assert merged["pycomm"]["rounds_us"] == [5.0, 1.0, 3.0, 2.0]
+    assert merged["mpi"]["time_us"] == 3.0 and merged["mpi"]["wrong"] == 2
+    # Ratios pair each round's measurements: 10/5, 3/1, 3/3, 8/2.
+    assert report.round_ratios(mine + theirs, "pycomm", ["mpi"]) == \
+        ["# ratio by round, 64 B: mpi 2.00 3.00 1.00 4.00 (median 2.00)"]
+    single = [dict(row, round=0, time_us=1.0)]
+    assert report.merge_rounds(single) == single
+
+
 # -- the CLI ----------------------------------------------------------------------
 
 def bench(*args, launcher=(), timeout=90):
@@ -205,3 +223,17 @@ def test_under_mpirun_both_libraries(tmp_path):
     assert sorted({r["library"] for r in rows}) == ["mpi", "pycomm"]
     check_rows(rows, "allgather")
     assert text.count("# pycomm.bench") == 1  # only rank 0 prints
+
+
+@pytest.mark.skipif(not (HAVE_MPI and HAVE_TORCH), reason="mpi4py, mpirun or torch missing")
+def test_rounds_take_turns_in_one_mpirun_job(tmp_path):
+    out = tmp_path / "rows.json"
+    text = bench("alltoall", "-n", "2", "-b", "64", "-e", "4K", "-f", "8", "--check", "--compare", "mpi,gloo",
+                 "--rounds", "3", "--json", str(out), "--iters", "5", "--warmup", "1", "--timeout", "120",
+                 timeout=150)
+    rows = load(out)
+    assert sorted((r["library"], r["bytes"]) for r in rows) == \
+        [(lib, b) for lib in ("gloo", "mpi", "pycomm") for b in (64, 512, 4096)]
+    check_rows(rows, "alltoall")
+    assert all(len(r["rounds_us"]) == 3 and r["time_us"] in r["rounds_us"] for r in rows)
+    assert "at the median of 3 rounds" in text and "# ratio by round, 4096 B: mpi " in text

@@ -10,6 +10,7 @@ recvbuf before each call); the others go from sendbuf to recvbuf. Rooted ops
 use root 0.
 """
 import importlib.util
+import itertools
 from datetime import timedelta
 
 import numpy as np
@@ -30,6 +31,9 @@ def _torch_tensor(array, dtype):
 
     t = torch.from_numpy(array)
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+_SETUPS = itertools.count()  # every rank sets up the same backends in the same order
 
 
 class Backend:
@@ -94,15 +98,17 @@ class PycommBackend(Backend):
     def setup(self):
         import pycomm
 
+        # Each setup its own name: the store still holds the keys of the last one (--rounds).
+        name = f"bench-{self.name}-{next(_SETUPS)}"
         if self.requested_transport == "mpi":  # over MPI point-to-point: needs the MPI communicator
             if not self.world.mpi:
                 raise SystemExit("pycomm.bench: --transport mpi needs the ranks started by mpirun")
             from mpi4py import MPI
 
-            self.comm = pycomm.Communicator.from_mpi(MPI.COMM_WORLD, transport="mpi", name=f"bench-{self.name}")
+            self.comm = pycomm.Communicator.from_mpi(MPI.COMM_WORLD, transport="mpi", name=name)
         else:
             self.comm = pycomm.Communicator(self.rank, self.size, self.world.store,
-                                            transport=self.requested_transport, name=f"bench-{self.name}")
+                                            transport=self.requested_transport, name=name)
         self.transport = self.comm.transport
         self.version = pycomm.__version__
 

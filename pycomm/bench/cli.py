@@ -4,8 +4,11 @@ With -n, this process is a launcher: it runs the ranks through pycomm.launch
 (pycomm and gloo, one after the other in the same ranks), then, if asked, the
 MPI comparison as a separate `mpirun` job (MPI ranks must be started by
 mpirun), never two at once; the ranks hand their rows back in a file and the
-launcher prints the merged table. Without -n, this process is a rank (started
-by pycomm.launch, torchrun or mpirun) and rank 0 prints.
+launcher prints the merged table. With --rounds R the libraries take turns R
+times in one job (under mpirun when MPI is compared), so that each ratio
+compares measurements seconds apart, not a job apart: this machine's speed
+drifts 2-5x between minutes. Without -n, this process is a rank (started by
+pycomm.launch, torchrun or mpirun) and rank 0 prints.
 """
 import argparse
 import importlib.util
@@ -80,6 +83,9 @@ def parser():
                         "reduce_scatter (sum/avg) or allgather); "
                         "algbw counts the uncompressed bytes")
     p.add_argument("--block-size", type=int, default=64, help="int8 quantization block (default 64)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="the libraries take turns this many times in one job; each size is reported "
+                        "at its median round (default 1)")
     p.add_argument("--timeout", type=float, help="with -n: stop everything after this many seconds")
     p.add_argument("--rows-out", help=argparse.SUPPRESS)  # launcher <-> ranks
     return p
@@ -96,6 +102,8 @@ def validate(p, args):
         p.error("-d bfloat16 needs torch (numpy has no bfloat16; pycomm takes bf16 tensors via DLPack)")
     if args.nprocs is not None and (args.nprocs < 1 or under_mpirun()):
         p.error("-n must be at least 1, and not given under mpirun (mpirun starts the ranks)")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     for n in ("iters", "warmup"):
         if getattr(args, n) is not None and getattr(args, n) < (1 if n == "iters" else 0):
             p.error(f"--{n} is too small")
@@ -118,7 +126,7 @@ def rank_args(args, libraries, rows_out):
     """argv for the ranks the launcher starts: the same run, for `libraries`."""
     argv = [args.op, "-b", str(args.minbytes), "-e", str(args.maxbytes), "-f", str(args.stepfactor),
             "-d", args.datatype, "-o", args.redop, "--seed", str(args.seed),
-            "--library", libraries[0], "--rows-out", rows_out]
+            "--library", libraries[0], "--rows-out", rows_out, "--rounds", str(args.rounds)]
     if libraries[1:]:
         argv += ["--compare", ",".join(libraries[1:])]
     if "pycomm-int8" in libraries:
@@ -134,20 +142,25 @@ def rank_args(args, libraries, rows_out):
 def run_rank(args):
     world = World.detect(DEFAULT_TIMEOUT)
     spec = spec_of(args, world.size)
-    rows, notes = [], []
+    rows, notes, libs = [], [], []
     for lib in args.libraries:
-        extra = {"block_size": args.block_size} if lib == "pycomm-int8" else {}
-        backend = BACKENDS[lib](world, transport=args.transport, **extra)
-        why = backend.unsupported(args.op, spec.dtype, spec.redop)
+        why = BACKENDS[lib](world).unsupported(args.op, spec.dtype, spec.redop)
         if why:
             notes.append(f"skipping {lib}: {why}")
-            continue
-        backend.setup()
-        try:
-            rows += sweep(backend, args.op, sizes(args.minbytes, args.maxbytes, args.stepfactor), spec,
-                          args.iters, args.warmup, args.check)
-        finally:
-            backend.teardown()
+        else:
+            libs.append(lib)
+    for rnd in range(args.rounds):
+        # Every other round in reverse, so that no library always follows the same one.
+        for lib in libs if rnd % 2 == 0 else libs[::-1]:
+            extra = {"block_size": args.block_size} if lib == "pycomm-int8" else {}
+            backend = BACKENDS[lib](world, transport=args.transport, **extra)
+            backend.setup()
+            try:
+                got = sweep(backend, args.op, sizes(args.minbytes, args.maxbytes, args.stepfactor), spec,
+                            args.iters, args.warmup, args.check)
+            finally:
+                backend.teardown()
+            rows += [dict(r, round=rnd) for r in got]
     world.close()
     if world.rank != 0:
         return 0
@@ -191,6 +204,10 @@ def run_launcher(args):
         notes.append(f"skipping mpi: {_mpi_missing()}")
         use_mpi = False
     rows = []
+    if use_mpi and args.rounds > 1:  # turns within one job: every library in mpirun's ranks
+        local, mpi_libs = [], args.libraries
+    else:
+        mpi_libs = ["mpi"]
     with tempfile.TemporaryDirectory(prefix="pycomm-bench-") as tmp:
         if local:  # pycomm, then gloo, in one set of ranks
             out = os.path.join(tmp, "local.json")
@@ -203,8 +220,11 @@ def run_launcher(args):
             root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
             # --bind-to none: the other libraries' ranks are not pinned either.
             cmd = ["mpirun", *root, "--oversubscribe", "--bind-to", "none", "-n", str(n),
-                   sys.executable, "-m", "pycomm.bench", *rank_args(args, ["mpi"], out)]
-            got = _job(lambda: subprocess.run(cmd, timeout=args.timeout).returncode, out, "mpirun")
+                   sys.executable, "-m", "pycomm.bench", *rank_args(args, mpi_libs, out)]
+            env = dict(os.environ)
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # as pycomm.launch gives its ranks
+                env.setdefault(var, "1")
+            got = _job(lambda: subprocess.run(cmd, env=env, timeout=args.timeout).returncode, out, "mpirun")
             rows += got[0]
             notes += got[1]
     return finish(args, rows, notes, n)
@@ -215,12 +235,14 @@ def run_launcher(args):
 def finish(args, rows, notes, nranks):
     """Prints the table (rank 0 / launcher), writes JSON; exit status 1 if any result was wrong."""
     spec = spec_of(args, nranks)
+    by_round, rows = rows, report.merge_rounds(rows)
     iters = args.iters or "auto"
     warmup = args.warmup if args.warmup is not None else "auto"
     print(f"# pycomm.bench {args.op}: {nranks} ranks, type {spec.dtype}, redop {spec.redop}, "
           f"iters {iters}, warmup {warmup}, check {'on' if args.check else 'off'}, seed {args.seed}")
-    print("# time: median over iterations of the slowest rank's time; ratio: "
-          f"{args.library} busbw / the other's")
+    print("# time: median over iterations of the slowest rank's time"
+          + (f", at the median of {args.rounds} rounds" if args.rounds > 1 else "")
+          + f"; ratio: {args.library} busbw / the other's")
     if rows:
         print(f"# {report.versions(rows, args.libraries)}")
     for note in notes:
@@ -235,6 +257,9 @@ def finish(args, rows, notes, nranks):
         print(line)
     for line in report.summary(rows, args.libraries, args.check):
         print(line)
+    if args.rounds > 1:
+        for line in report.round_ratios(by_round, args.library, others):
+            print(line)
     sys.stdout.flush()
     return 1 if any(r["wrong"] for r in rows) else 0
 

@@ -70,6 +70,50 @@ def table(rows, primary, others=()):
     return lines
 
 
+def merge_rounds(rows):
+    """One row per (library, size) from the rows of several rounds: the round
+    whose time is the median (the lower one for an even count), its every
+    column from that one measurement, plus `rounds_us` (each round's time, in
+    order); `wrong` is the most any round had."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["library"], r["bytes"]), []).append(r)
+    merged = []
+    for rs in groups.values():
+        if len(rs) == 1:
+            merged.append(rs[0])
+            continue
+        pick = dict(sorted(rs, key=lambda r: r["time_us"])[(len(rs) - 1) // 2])
+        pick["rounds_us"] = [r["time_us"] for r in sorted(rs, key=lambda r: r["round"])]
+        wrongs = [r["wrong"] for r in rs if r["wrong"] is not None]
+        pick["wrong"] = max(wrongs) if wrongs else None
+        if any(r.get("identical") is False for r in rs):
+            pick["identical"] = False
+        merged.append(pick)
+    return merged
+
+
+def round_ratios(rows, primary, others):
+    """'# ratio by round, 16777216 B: mpi 1.02 0.97 1.10 (median 1.02)': for the
+    largest size, the primary library's speedup over each other library
+    round by round, each from measurements seconds apart."""
+    times = {}
+    for r in rows:
+        times.setdefault(r["bytes"], {}).setdefault(r["library"], {})[r["round"]] = r["time_us"]
+    if not times:
+        return []
+    size = max(times)
+    mine = times[size].get(primary, {})
+    parts = []
+    for o in others:
+        theirs = times[size].get(o, {})
+        ratios = [theirs[k] / mine[k] for k in sorted(mine) if k in theirs]
+        if ratios:
+            med = sorted(ratios)[(len(ratios) - 1) // 2]
+            parts.append(f"{o} {' '.join(f'{x:.2f}' for x in ratios)} (median {med:.2f})")
+    return [f"# ratio by round, {size} B: " + "; ".join(parts)] if parts else []
+
+
 def versions(rows, libraries):
     """'pycomm 0.1.0 over shm, ...': what each library was and what carried its bytes."""
     seen = {}
