@@ -36,7 +36,7 @@ def default_timeout():
 # Expert knobs of the native core, for benchmarking and unusual machines.
 TUNING_VARS = {"PYCOMM_SHM_RING_BYTES": "ring_bytes", "PYCOMM_SLICE_BYTES": "slice_bytes",
                "PYCOMM_DIRECT_MAX_BYTES": "direct_max_bytes", "PYCOMM_SPIN_US": "spin_us",
-               "PYCOMM_SHM_CMA_BYTES": "shm_cma_bytes",
+               "PYCOMM_SHM_CMA_BYTES": "shm_cma_bytes", "PYCOMM_SHM_SPLIT": "shm_split",
                "PYCOMM_INT8_PIECE_BYTES": "int8_piece_bytes", "PYCOMM_MPI_CHUNK_BYTES": "mpi_chunk_bytes",
                "PYCOMM_MPI_SLOTS": "mpi_slots", "PYCOMM_MPI_EAGER_BYTES": "mpi_eager_bytes",
                "PYCOMM_MPI_CHANNEL_BYTES": "mpi_channel_bytes", "PYCOMM_FLIGHT_RECORDER": "flight_recorder"}

@@ -30,7 +30,10 @@ def free_port():
 
 
 def run_job(coll, victim, transport, tmp_path, store="file"):
+    # PYCOMM_SHM_SPLIT: gather's and scatter's blocks split between sender and
+    # receiver even with more ranks than CPUs.
     env = dict(os.environ, WORLD_SIZE=str(NRANKS), TEST_TRANSPORT=transport, OMP_NUM_THREADS="1",
+               PYCOMM_SHM_SPLIT="1",
                PYTHONPATH=os.pathsep.join([os.path.join(HERE, "ranks"), os.environ.get("PYTHONPATH", "")]))
     if store == "file":
         env["PYCOMM_STORE"] = f"file://{tmp_path}/store"
@@ -48,7 +51,8 @@ def run_job(coll, victim, transport, tmp_path, store="file"):
 
 
 CASES = [(c, t) for t in ("shm", "tcp")
-         for c in ("allreduce", "reduce_scatter", "allgather", "broadcast", "int8_allreduce", "alltoall")]
+         for c in ("allreduce", "reduce_scatter", "allgather", "broadcast", "int8_allreduce", "alltoall", "gather",
+                   "scatter")]
 
 
 @pytest.mark.parametrize("coll,transport", CASES)

@@ -175,7 +175,7 @@ bool OpContext::progress_recv(RecvSpec& r, std::vector<WaitItem>& waits) {
   while (r.done < r.bytes) {
     size_t want = r.bytes - r.done, n;
     if (channel) {  // copies land in place; reductions read the transport's memory
-      Span sp = tr.recv_payload(r.peer, r.sink.own ? nullptr : r.sink.dst, r.bytes, r.done);
+      Span sp = tr.recv_payload(r.peer, r.sink.own ? nullptr : r.sink.dst, r.bytes, r.done, r.split);
       n = sp.size;
       if (n && r.sink.own)
         kernels::reduce(r.sink.dst + r.done, r.sink.own + r.done, sp.data, n / elem(), stamp.dtype, stamp.op);

@@ -59,6 +59,7 @@ struct RecvSpec {
   size_t bytes;
   Sink sink;
   bool direct = false;  // as the matching send's (the receive of such a payload must copy, not reduce)
+  bool split = false;   // the sender of a direct payload may copy a part (Transport::recv_payload)
   bool framed = false, ended = false;
   size_t done = 0;
 };

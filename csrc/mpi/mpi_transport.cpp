@@ -306,7 +306,7 @@ bool MpiTransport::payload_sent(int peer) {
   return l.out.req.empty() || reap(l.out, peer) == 0;
 }
 
-Span MpiTransport::recv_payload(int peer, uint8_t* dst, size_t total, size_t done) {
+Span MpiTransport::recv_payload(int peer, uint8_t* dst, size_t total, size_t done, bool) {
   Link& l = links_[peer];
   if (l.in.empty()) l.in.resize(opts_.slots);
   if (done == 0 && l.in_busy == 0) l.in_posted = 0;  // a new payload

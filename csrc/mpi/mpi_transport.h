@@ -63,7 +63,7 @@ class MpiTransport final : public Transport {
   size_t payload_min() const override { return opts_.channel_bytes; }
   size_t send_payload(int peer, const uint8_t* data, size_t total, size_t done, size_t ready) override;
   bool payload_sent(int peer) override;
-  Span recv_payload(int peer, uint8_t* dst, size_t total, size_t done) override;
+  Span recv_payload(int peer, uint8_t* dst, size_t total, size_t done, bool split) override;
   void consume_payload(int peer, size_t n) override;
   void drop_payloads() override;
   void wait(const WaitItem* items, size_t n, const Deadline& deadline) override;

@@ -457,7 +457,7 @@ bool P2PEngine::progress_recv(int peer) {
       const size_t want = in.bytes - in.done;
       size_t n;
       if (in.channel) {  // lands in the destination, or in transport memory when thrown away
-        Span sp = tr_->recv_payload(peer, in.dst, in.bytes, in.done);
+        Span sp = tr_->recv_payload(peer, in.dst, in.bytes, in.done, false);
         n = sp.size;
         if (n) tr_->consume_payload(peer, n);
       } else if (in.dst) {

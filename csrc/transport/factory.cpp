@@ -13,6 +13,7 @@ std::unique_ptr<Transport> make_transport(const std::string& kind, int rank, int
     so.spin_us = static_cast<int>(opts.get_int("spin_us", so.spin_us));
     so.local_ranks = static_cast<int>(opts.get_int("local_ranks", so.local_ranks));
     so.cma_bytes = opts.get_int("shm_cma_bytes", so.cma_bytes);
+    so.split = static_cast<int>(opts.get_int("shm_split", so.split));
     return std::make_unique<ShmTransport>(rank, size, allgather, so);
   }
   if (kind == "tcp") {

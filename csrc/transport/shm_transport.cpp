@@ -16,49 +16,13 @@
 #include "../kernels/reduce.h"
 #include "cma.h"
 #include "futex.h"
+#include "shm_segment.h"
 
 namespace pycomm {
+
+using namespace shm;
+
 namespace {
-
-constexpr uint64_t kMagic = 0x314d48534d4f4350ULL;  // "PCOMSHM1"
-constexpr size_t kAlign = 64;
-constexpr size_t kReasonBytes = 512;
-constexpr uint32_t kAbortWriting = 0xffffffffu;
-
-struct alignas(64) Header {
-  uint64_t magic;
-  uint32_t nranks;
-  uint32_t rank;
-  uint64_t ring_bytes;
-  // The payload channel's probe: a peer reads `probe_token` at `probe_addr`
-  // in process `pid`, then says in `reads_all` whether it could from everyone.
-  // `cma_bytes`: the owner's threshold (every rank uses the largest).
-  int32_t pid;
-  uint64_t probe_addr;
-  uint64_t probe_token;
-  uint64_t cma_bytes;
-  std::atomic<uint32_t> reads_all;
-  alignas(64) std::atomic<uint32_t> bell;  // bumped whenever a waiter here may proceed
-  std::atomic<uint32_t> sleeping;          // owner is (about to be) in futex_wait
-  alignas(64) std::atomic<uint32_t> abort_kind;  // 0: none; else ErrorKind + 1
-  char abort_reason[kReasonBytes];
-};
-
-// Link p -> r lives in r's segment: p advances head, r advances tail and
-// `acked` (payload-channel bytes r has copied out of p's memory).
-struct RingCtl {
-  alignas(64) std::atomic<uint64_t> head;
-  alignas(64) std::atomic<uint64_t> tail;
-  std::atomic<uint64_t> acked;
-};
-
-// A payload-channel message in the ring: where the sender's bytes are.
-struct PayloadDesc {
-  uint64_t addr;
-  uint64_t len;
-};
-
-size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 std::string random_name(int rank) {
   unsigned char b[12];
@@ -73,41 +37,13 @@ std::string random_name(int rank) {
   return s + "-r" + std::to_string(rank);
 }
 
-
 }  // namespace
-
-struct ShmTransport::Segment {
-  std::string name;
-  int fd = -1;
-  void* base = nullptr;
-  size_t bytes = 0;
-  bool owner = false;
-  bool unlinked = false;
-
-  Header* header() const { return static_cast<Header*>(base); }
-  RingCtl* ctl(int peer) const {
-    return reinterpret_cast<RingCtl*>(static_cast<char*>(base) + sizeof(Header)) + peer;
-  }
-  uint8_t* ring(int peer) const {
-    Header* h = header();
-    size_t ctl_bytes = align_up(sizeof(RingCtl) * h->nranks, kAlign);
-    return static_cast<uint8_t*>(base) + sizeof(Header) + ctl_bytes + peer * h->ring_bytes;
-  }
-  static size_t size_for(int nranks, size_t ring_bytes) {
-    return sizeof(Header) + align_up(sizeof(RingCtl) * nranks, kAlign) + nranks * ring_bytes;
-  }
-  ~Segment() {
-    if (base) munmap(base, bytes);
-    if (fd >= 0) close(fd);  // drops our flock: peers see us gone
-    if (owner && !unlinked) shm_unlink(name.c_str());
-  }
-};
 
 ShmTransport::ShmTransport(int rank, int size, const BootstrapAllgather& allgather,
                            const ShmOptions& opts)
     : Transport(rank, size), opts_(opts), segs_(size),
       send_head_(size, 0), send_pad_(size, 0), recv_tail_(size, 0), recv_pad_(size, 0),
-      payload_posted_(size, 0), payload_acked_(size, 0) {
+      payload_posted_(size, 0), payload_acked_(size, 0), posted_(size), asked_(size) {
   if (opts_.ring_bytes < 4096 || opts_.ring_bytes % kAlign)
     throw_error(ErrorKind::kValue, "shm ring size must be a multiple of 64 bytes, >= 4096");
   wait_ = wait_policy(opts_.spin_us, opts_.local_ranks > 0 ? opts_.local_ranks : size);
@@ -142,6 +78,7 @@ ShmTransport::ShmTransport(int rank, int size, const BootstrapAllgather& allgath
   h->probe_addr = reinterpret_cast<uint64_t>(&probe_token_);
   h->probe_token = probe_token_;
   h->cma_bytes = static_cast<uint64_t>(opts_.cma_bytes);
+  h->can_help = opts_.split < 0 ? !oversubscribed(opts_.local_ranks > 0 ? opts_.local_ranks : size) : opts_.split > 0;
   if (opts_.cma_bytes > 0) cma::allow_readers();
   for (int p = 0; p < size; ++p) new (own->ctl(p)) RingCtl();
   h->magic = kMagic;
@@ -184,23 +121,14 @@ ShmTransport::ShmTransport(int rank, int size, const BootstrapAllgather& allgath
   allgather(std::string());
   shm_unlink(segs_[rank]->name.c_str());
   segs_[rank]->unlinked = true;
-  cma_ = true;
+  cma_ = split_ = true;
   for (int p = 0; p < size; ++p) {
     const Header* ph = segs_[p]->header();
     cma_ = cma_ && ph->reads_all.load(std::memory_order_acquire);
     cma_min_ = std::max<uint64_t>(cma_min_, ph->cma_bytes);
+    split_ = split_ && ph->can_help;
   }
-}
-
-bool ShmTransport::probe_reads(int peer) {
-  const Header* ph = segs_[peer]->header();
-  uint64_t got = 0;
-  try {
-    if (!cma::read(ph->pid, ph->probe_addr, &got, sizeof(got), peer)) return false;
-  } catch (const std::exception&) {  // another pid namespace, or no such process: no channel
-    return false;
-  }
-  return got == ph->probe_token;
+  split_ = split_ && cma_;
 }
 
 ShmTransport::~ShmTransport() = default;
@@ -260,44 +188,6 @@ void ShmTransport::consume(int peer, size_t n) {
   ring_bell(peer);
 }
 
-size_t ShmTransport::send_payload(int peer, const uint8_t* data, size_t total, size_t done, size_t ready) {
-  if (ready <= done) return done;
-  PayloadDesc d{reinterpret_cast<uint64_t>(data + done), ready - done};
-  if (try_send(peer, &d, sizeof(d), sizeof(d)) == 0) return done;
-  payload_posted_[peer] += d.len;
-  return ready;
-}
-
-bool ShmTransport::payload_sent(int peer) {
-  return segs_[peer]->ctl(rank_)->acked.load(std::memory_order_acquire) >= payload_posted_[peer];
-}
-
-Span ShmTransport::recv_payload(int peer, uint8_t* dst, size_t total, size_t done) {
-  if (dst == nullptr)
-    throw_error(ErrorKind::kComm, "the shm payload channel takes payloads that are copied, not reduced");
-  Span sp = peek(peer);
-  if (sp.size < sizeof(PayloadDesc)) return {};
-  PayloadDesc d;
-  std::memcpy(&d, sp.data, sizeof(d));
-  if (d.len == 0 || d.len > total - done)
-    throw_error(ErrorKind::kComm, strprintf("rank %d: corrupt payload message from rank %d (%llu bytes, %zu left)",
-                                            rank_, peer, static_cast<unsigned long long>(d.len), total - done));
-  consume(peer, sizeof(d));
-  if (!cma::read(segs_[peer]->header()->pid, d.addr, dst + done, d.len, peer))
-    throw_error(ErrorKind::kComm, strprintf("rank %d: the kernel refused to read rank %d's memory, which it "
-                                            "allowed when the communicator was made", rank_, peer));
-  // A sender that failed meanwhile has aborted us before giving its buffer
-  // back to its caller: what we read may be stale.
-  check_abort();
-  return {dst + done, d.len};
-}
-
-void ShmTransport::consume_payload(int peer, size_t n) {
-  payload_acked_[peer] += n;
-  segs_[rank_]->ctl(peer)->acked.store(payload_acked_[peer], std::memory_order_release);
-  ring_bell(peer);
-}
-
 void ShmTransport::end_send(int peer) {
   uint64_t h = send_head_[peer] + send_pad_[peer];
   send_pad_[peer] += align_up(h, kAlign) - h;
@@ -336,8 +226,12 @@ void ShmTransport::wait(const WaitItem* items, size_t n, const Deadline& deadlin
     check_abort();
     for (size_t i = 0; i < n; ++i) {
       const WaitItem& w = items[i];
-      if (w.payload && w.send) {  // room for a payload message, or every payload acknowledged
+      if (w.payload && w.send) {  // room for a payload message, or every payload acknowledged (an ask served)
         if (w.bytes ? room(w.peer) >= sizeof(PayloadDesc) : payload_sent(w.peer)) return true;
+        continue;
+      }
+      if (w.payload && asked_[w.peer].len) {  // the sender's part of a split payload
+        if (push_done(w.peer)) return true;
         continue;
       }
       size_t want = std::max<size_t>(1, std::min(w.bytes, opts_.ring_bytes / 2));

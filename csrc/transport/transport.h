@@ -85,6 +85,10 @@ class Transport {
   // (MPI), or only those of messages an algorithm marks `direct` (shm:
   // single-copy reads, which pay off in pairwise exchanges).
   virtual bool payload_channel_for_all() const { return true; }
+  // The smallest `direct` payload the channel moves with sender and receiver
+  // each copying a part when the receive asks to `split` (shm with a CPU per
+  // rank). SIZE_MAX: never. The same on every rank.
+  virtual size_t payload_split_min() const { return SIZE_MAX; }
   // Starts sending bytes [done, ready) of a `total`-byte payload at `data`,
   // as far as it can now; returns the new `done`. The transport reads `data`
   // until payload_sent(peer) says it is done with every such buffer.
@@ -94,8 +98,12 @@ class Transport {
   virtual bool payload_sent(int peer) { return true; }
   // The payload's next received bytes from offset `done`: placed at dst +
   // done when `dst` is given, else in transport memory; empty while none has
-  // arrived. Either way consume_payload() moves past them.
-  virtual Span recv_payload(int peer, uint8_t* dst, size_t total, size_t done) { no_payload_channel(); }
+  // arrived. Either way consume_payload() moves past them. `split`: the
+  // sender may copy a part (payload_split_min()), which pays off where the
+  // receiver alone would copy: a root's messages, not a pairwise exchange.
+  virtual Span recv_payload(int peer, uint8_t* dst, size_t total, size_t done, bool split) {
+    no_payload_channel();
+  }
   virtual void consume_payload(int peer, size_t n) { no_payload_channel(); }
   // After an exchange failed: stop writing into destinations given above.
   virtual void drop_payloads() {}

@@ -34,6 +34,10 @@ def run_op(comm, coll, x, out):
         comm.allreduce(x, compress="int8")
     elif coll == "alltoall":  # over shm, blocks of 4 MiB: the single-copy channel
         comm.alltoall(x, out=x.copy())
+    elif coll == "gather":  # over shm (PYCOMM_SHM_SPLIT=1), blocks of 4 MiB: the split single copy
+        comm.gather(x[:COUNT // comm.size], root=0, out=x.copy() if comm.rank == 0 else None)
+    elif coll == "scatter":
+        comm.scatter(x if comm.rank == 0 else None, root=0, out=out)
     else:
         raise SystemExit(f"unknown collective {coll}")
 
