@@ -253,16 +253,16 @@ def test_validation():
     with pytest.raises(ValueError):  # 6 bytes is not a whole number of float32
         K.reduce(np.zeros(6, np.uint8), np.zeros(6, np.uint8), np.zeros(6, np.uint8),
                  DTYPES["float32"], OPS["sum"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown dtype code 99"):
         K.reduce(f, f, f, 99, OPS["sum"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown reduction op 99"):
         K.reduce(f, f, f, DTYPES["float32"], 99)
     with pytest.raises(ValueError):
         K.reduce(np.zeros(16, np.float32)[::2], f, f, DTYPES["float32"], OPS["sum"])
     with pytest.raises(ValueError):  # partial overlap
         buf = np.zeros(9, np.float32)
         K.reduce(buf[1:], buf[:8], f, DTYPES["float32"], OPS["sum"])
-    with pytest.raises(ValueError):  # misaligned for float32
+    with pytest.raises(ValueError, match="dst is not aligned to its 4-byte elements"):
         odd = np.frombuffer(bytearray(36), np.float32, 8, offset=1)
         K.reduce(odd, f, f, DTYPES["float32"], OPS["sum"])
     with pytest.raises(ValueError):

@@ -20,9 +20,18 @@ double timeout(double t) {
   return t;
 }
 
-RedOp reduce_op(int op, DType dtype) {
+DType dtype_code(int code) {
+  if (code < 0 || code >= kNumDTypes) throw py::value_error(strprintf("unknown dtype code %d", code));
+  return static_cast<DType>(code);
+}
+
+RedOp op_code(int op) {
   if (op < 0 || op >= kNumRedOps) throw py::value_error(strprintf("unknown reduction op %d", op));
-  RedOp r = static_cast<RedOp>(op);
+  return static_cast<RedOp>(op);
+}
+
+RedOp reduce_op(int op, DType dtype) {
+  RedOp r = op_code(op);
   if (r == RedOp::kAvg && !dtype_is_floating(dtype))
     throw py::value_error(std::string("op avg needs a floating-point dtype, got ") + dtype_name(dtype));
   return r;
@@ -34,9 +43,12 @@ size_t block_size(long long b) {
   return static_cast<size_t>(b);
 }
 
+void aligned(uintptr_t address, size_t width, const char* what) {
+  if (address % width) throw py::value_error(strprintf("%s is not aligned to its %zu-byte elements", what, width));
+}
+
 void aligned(const HostBuffer& b, const char* what) {
-  if (reinterpret_cast<uintptr_t>(b.data()) % dtype_size(b.dtype()))
-    throw py::value_error(strprintf("%s is not aligned to its %zu-byte elements", what, dtype_size(b.dtype())));
+  aligned(reinterpret_cast<uintptr_t>(b.data()), dtype_size(b.dtype()), what);
 }
 
 void buffer(const HostBuffer& b, DType dtype, size_t count, const char* what) {

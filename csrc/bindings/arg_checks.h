@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "../common/dtype.h"
 #include "../comm/communicator.h"
@@ -14,11 +15,17 @@ namespace checks {
 
 // A positive number of seconds.
 double timeout(double t);
+// A known dtype code.
+DType dtype_code(int code);
+// A known reduction op code.
+RedOp op_code(int op);
 // A known reduction op; avg only for floating-point dtypes.
 RedOp reduce_op(int op, DType dtype);
 // An int8 block size: a power of two in [32, 4096].
 size_t block_size(long long b);
-// b's address is a multiple of its element size (the kernels read typed elements).
+// An address the kernels may read `width`-byte elements through: a multiple of width.
+void aligned(uintptr_t address, size_t width, const char* what);
+// b's address is a multiple of its element size.
 void aligned(const HostBuffer& b, const char* what);
 // b holds `count` elements of `dtype`, aligned.
 void buffer(const HostBuffer& b, DType dtype, size_t count, const char* what);

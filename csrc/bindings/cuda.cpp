@@ -32,20 +32,6 @@ void* as_ptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
 // An optional pointer: None or 0 is none.
 uintptr_t optional_ptr(const py::object& p) { return p.is_none() ? 0 : p.cast<uintptr_t>(); }
 
-DType checked_dtype(int code) {
-  if (code < 0 || code >= kNumDTypes) {
-    throw py::value_error("invalid dtype code " + std::to_string(code));
-  }
-  return static_cast<DType>(code);
-}
-
-RedOp checked_op(int code) {
-  if (code < 0 || code >= kNumRedOps) {
-    throw py::value_error("invalid reduction op code " + std::to_string(code));
-  }
-  return static_cast<RedOp>(code);
-}
-
 size_t checked_count(long long count) {
   if (count < 0) throw py::value_error("count must be >= 0");
   return static_cast<size_t>(count);
@@ -56,10 +42,7 @@ size_t checked_count(long long count) {
 void check_ptr(uintptr_t p, size_t width, size_t count, const char* name) {
   if (count == 0) return;
   if (p == 0) throw py::value_error(std::string(name) + " is a null pointer");
-  if (p % width != 0) {
-    throw py::value_error(std::string(name) + " is not aligned to " + std::to_string(width) +
-                          " bytes");
-  }
+  checks::aligned(p, width, name);
 }
 
 void check_float_dtype(DType dtype) {
@@ -79,8 +62,8 @@ void check_sources(size_t n, const char* what) {
 
 void py_reduce(uintptr_t dst, uintptr_t a, uintptr_t b, long long count, int dtype_code,
                int op_code, uintptr_t stream) {
-  const DType dtype = checked_dtype(dtype_code);
-  const RedOp op = checked_op(op_code);
+  const DType dtype = checks::dtype_code(dtype_code);
+  const RedOp op = checks::op_code(op_code);
   const size_t n = checked_count(count), w = dtype_size(dtype);
   check_ptr(dst, w, n, "dst");
   check_ptr(a, w, n, "a");
@@ -104,8 +87,8 @@ std::vector<void*> checked_ptrs(const std::vector<uintptr_t>& ps, size_t width, 
 
 void py_reduce_n(uintptr_t dst, const std::vector<uintptr_t>& srcs, long long count,
                  int dtype_code, int op_code, uintptr_t stream) {
-  const DType dtype = checked_dtype(dtype_code);
-  const RedOp op = checked_op(op_code);
+  const DType dtype = checks::dtype_code(dtype_code);
+  const RedOp op = checks::op_code(op_code);
   const size_t n = checked_count(count), w = dtype_size(dtype);
   check_sources(srcs.size(), "reduce_n");
   check_ptr(dst, w, n, "dst");
@@ -119,8 +102,8 @@ void py_reduce_n(uintptr_t dst, const std::vector<uintptr_t>& srcs, long long co
 
 void py_reduce_n_to(const std::vector<uintptr_t>& dsts, const std::vector<uintptr_t>& srcs,
                     long long count, int dtype_code, int op_code, double divisor, uintptr_t stream) {
-  const DType dtype = checked_dtype(dtype_code);
-  const RedOp op = checked_op(op_code);
+  const DType dtype = checks::dtype_code(dtype_code);
+  const RedOp op = checks::op_code(op_code);
   const size_t n = checked_count(count), w = dtype_size(dtype);
   check_sources(srcs.size(), "reduce_n_to");
   check_sources(dsts.size(), "reduce_n_to targets");
@@ -136,7 +119,7 @@ void py_reduce_n_to(const std::vector<uintptr_t>& dsts, const std::vector<uintpt
 
 void py_divide(uintptr_t dst, long long count, int dtype_code, double divisor,
                uintptr_t stream) {
-  const DType dtype = checked_dtype(dtype_code);
+  const DType dtype = checks::dtype_code(dtype_code);
   if (!dtype_is_floating(dtype)) throw py::value_error("divide supports floating dtypes only");
   const size_t n = checked_count(count);
   check_ptr(dst, dtype_size(dtype), n, "dst");
@@ -150,7 +133,7 @@ void py_quantize(uintptr_t x, int dtype_code, long long count, long long block_s
                  bool stochastic, uint64_t seed, const py::object& residual_ptr, uintptr_t q,
                  uintptr_t scales, uintptr_t stream) {
   const uintptr_t residual = optional_ptr(residual_ptr);
-  const DType dtype = checked_dtype(dtype_code);
+  const DType dtype = checks::dtype_code(dtype_code);
   check_float_dtype(dtype);
   const size_t n = checked_count(count), bs = checks::block_size(block_size);
   check_ptr(x, dtype_size(dtype), n, "x");
@@ -223,7 +206,7 @@ void py_reduce_requantize(const std::vector<uintptr_t>& qs, const std::vector<ui
 
 void py_widen(uintptr_t x, int dtype_code, long long count, const py::object& residual_ptr,
               uintptr_t out, uintptr_t stream) {
-  const DType dtype = checked_dtype(dtype_code);
+  const DType dtype = checks::dtype_code(dtype_code);
   check_float_dtype(dtype);
   const size_t n = checked_count(count);
   const uintptr_t residual = optional_ptr(residual_ptr);

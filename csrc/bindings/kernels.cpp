@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "bindings/arg_checks.h"
 #include "bindings/gil.h"
 #include "common/dtype.h"
 #include "kernels/reduce.h"
@@ -29,13 +30,6 @@ bool c_contiguous(const py::buffer_info& info) {
   return true;
 }
 
-DType checked_dtype(int code) {
-  if (code < 0 || code >= kNumDTypes) {
-    throw py::value_error("invalid dtype code " + std::to_string(code));
-  }
-  return static_cast<DType>(code);
-}
-
 // Byte size of a C-contiguous buffer whose size and address suit `dtype`.
 size_t checked_nbytes(const py::buffer_info& info, DType dtype, const char* name) {
   if (!c_contiguous(info)) throw py::value_error(std::string(name) + " must be C-contiguous");
@@ -45,10 +39,7 @@ size_t checked_nbytes(const py::buffer_info& info, DType dtype, const char* name
     throw py::value_error(std::string(name) + ": byte size is not a multiple of the " +
                           dtype_name(dtype) + " size");
   }
-  // The kernels read elements through typed pointers.
-  if (reinterpret_cast<uintptr_t>(info.ptr) % width != 0) {
-    throw py::value_error(std::string(name) + " is not aligned for " + dtype_name(dtype));
-  }
+  checks::aligned(reinterpret_cast<uintptr_t>(info.ptr), width, name);
   return nbytes;
 }
 
@@ -68,10 +59,8 @@ Isa isa_from_name(const std::string& name) {
 
 void py_reduce(const py::buffer& dst, const py::buffer& a, const py::buffer& b, int dtype_code,
                int op_code) {
-  const DType dtype = checked_dtype(dtype_code);
-  if (op_code < 0 || op_code >= kNumRedOps) {
-    throw py::value_error("invalid reduction op code " + std::to_string(op_code));
-  }
+  const DType dtype = checks::dtype_code(dtype_code);
+  const RedOp op = checks::op_code(op_code);
   const py::buffer_info d = dst.request(/*writable=*/true), x = a.request(), y = b.request();
   const size_t nbytes = checked_nbytes(d, dtype, "dst");
   if (checked_nbytes(x, dtype, "a") != nbytes || checked_nbytes(y, dtype, "b") != nbytes) {
@@ -81,13 +70,12 @@ void py_reduce(const py::buffer& dst, const py::buffer& a, const py::buffer& b, 
     throw py::value_error("dst may be a or b, but must not partly overlap them");
   }
   without_gil([&] {
-    kernels::reduce(d.ptr, x.ptr, y.ptr, nbytes / dtype_size(dtype), dtype,
-                    static_cast<RedOp>(op_code));
+    kernels::reduce(d.ptr, x.ptr, y.ptr, nbytes / dtype_size(dtype), dtype, op);
   });
 }
 
 void py_divide(const py::buffer& dst, int dtype_code, double divisor) {
-  const DType dtype = checked_dtype(dtype_code);
+  const DType dtype = checks::dtype_code(dtype_code);
   if (!dtype_is_floating(dtype)) throw py::value_error("divide supports floating dtypes only");
   const py::buffer_info d = dst.request(/*writable=*/true);
   const size_t nbytes = checked_nbytes(d, dtype, "dst");
