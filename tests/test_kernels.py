@@ -246,6 +246,19 @@ def test_bf16_helper_matches_torch():
     np.testing.assert_array_equal(f32_to_bf16(f)[ok], want[ok])
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_copy_every_length_and_alignment(isa, stream):
+    # The stream copy's head up to dst's vector alignment, its 4-vector body and its tail.
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, 256, 4 * 4096 + 300, dtype=np.uint8)
+    for n in (0, 1, 15, 63, 64, 255, 256, 257, 4099, 3 * 4096 + 7):
+        for d_off, s_off in ((0, 0), (1, 0), (0, 3), (17, 5), (63, 62)):
+            dst = np.zeros(n + 128, np.uint8)
+            K.copy(dst[d_off:d_off + n], src[s_off:s_off + n], stream=stream)
+            np.testing.assert_array_equal(dst[d_off:d_off + n], src[s_off:s_off + n])
+            assert not dst[:d_off].any() and not dst[d_off + n:].any()  # nothing outside
+
+
 def test_validation():
     f = np.zeros(8, np.float32)
     with pytest.raises(ValueError):

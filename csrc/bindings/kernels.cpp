@@ -84,6 +84,14 @@ void py_divide(const py::buffer& dst, int dtype_code, double divisor) {
   });
 }
 
+void py_copy(const py::buffer& dst, const py::buffer& src, bool stream) {
+  const py::buffer_info d = dst.request(/*writable=*/true), s = src.request();
+  const size_t nbytes = checked_nbytes(d, DType::kUInt8, "dst");
+  if (checked_nbytes(s, DType::kUInt8, "src") != nbytes) throw py::value_error("dst and src must have the same byte size");
+  if (partly_overlap(d.ptr, s.ptr, nbytes) || (d.ptr == s.ptr && nbytes)) throw py::value_error("dst and src overlap");
+  without_gil([&] { (stream ? kernels::copy_stream : kernels::copy)(d.ptr, s.ptr, nbytes); });
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -94,6 +102,9 @@ void bind_kernels(py::module_& m) {
         "avg reduces as sum.");
   k.def("divide", &py_divide, py::arg("dst"), py::arg("dtype"), py::arg("divisor"),
         "dst /= divisor in place, floating dtypes only (float32 math for half types).");
+  k.def("copy", &py_copy, py::arg("dst"), py::arg("src"), py::arg("stream") = false,
+        "dst = src, C-contiguous buffers of one byte size that do not overlap; stream: "
+        "with non-temporal stores (copy_stream).");
   k.def("active_isa", [] { return kernels::isa_name(kernels::active_isa()); },
         "Instruction set the kernels use now.");
   k.def("best_isa", [] { return kernels::isa_name(kernels::best_supported_isa()); },

@@ -112,6 +112,10 @@ void copy(void* dst, const void* src, size_t bytes) {
   if (bytes) table()->copy(dst, src, bytes);
 }
 
+void copy_stream(void* dst, const void* src, size_t bytes) {
+  if (bytes) table()->copy_stream(dst, src, bytes);
+}
+
 // Integer dtypes are a no-op: callers only ever divide floating types (avg).
 void divide(void* dst, size_t count, DType dtype, double divisor) {
   const auto t = static_cast<unsigned>(dtype);

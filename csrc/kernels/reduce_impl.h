@@ -22,6 +22,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -42,6 +43,7 @@ struct KernelTable {
   ReduceFn reduce[kNumDTypes][kNumRedOps];
   DivideFn divide[kNumDTypes];
   CopyFn copy;
+  CopyFn copy_stream;
 };
 
 const KernelTable* baseline_table();
@@ -311,6 +313,32 @@ void copy_bytes(void* dst, const void* src, size_t bytes) {
   std::memcpy(d + i, s + i, bytes - i);
 }
 
+// One vector from s (any alignment) to d (vector-aligned), not through the cache.
+inline void stream_vector(uint8_t* d, const uint8_t* s) {
+#if PYCOMM_ISA_LEVEL == 2
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(d), _mm512_loadu_si512(s));
+#elif PYCOMM_ISA_LEVEL == 1
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(d), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
+#else
+  _mm_stream_si128(reinterpret_cast<__m128i*>(d), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+#endif
+}
+
+// copy_bytes with non-temporal stores from dst's first vector-aligned byte
+// (they need aligned addresses); the fence orders them before what follows.
+void stream_bytes(void* dst, const void* src, size_t bytes) {
+  constexpr size_t kVec = PYCOMM_ISA_LEVEL == 2 ? 64 : PYCOMM_ISA_LEVEL == 1 ? 32 : 16;
+  auto* d = static_cast<uint8_t*>(dst);
+  auto* s = static_cast<const uint8_t*>(src);
+  const size_t head = std::min(bytes, (kVec - reinterpret_cast<uintptr_t>(d) % kVec) % kVec);
+  copy_bytes(d, s, head);
+  size_t i = head;
+  for (; i + 4 * kVec <= bytes; i += 4 * kVec)
+    for (size_t k = 0; k < 4 * kVec; k += kVec) stream_vector(d + i + k, s + i + k);
+  _mm_sfence();
+  copy_bytes(d + i, s + i, bytes - i);
+}
+
 // Rows in RedOp order; kAvg reduces as a sum (the caller divides afterwards).
 #define PYCOMM_ROW(T)                                                             \
   {                                                                               \
@@ -326,6 +354,7 @@ constexpr KernelTable kTable = {
      Kernels<BF16>::divide, Kernels<int8_t>::divide, Kernels<uint8_t>::divide,
      Kernels<int32_t>::divide, Kernels<int64_t>::divide},
     copy_bytes,
+    stream_bytes,
 };
 
 #undef PYCOMM_ROW

@@ -258,6 +258,7 @@ def run_all(comm, counts=None):
     check_gather(comm, big // n, "float32", root=0)
     check_scatter(comm, big // n, "int32", root=n - 1)
     check_alltoall(comm, big // n // n + 1, "float32")
+    check_alltoall(comm, (4 << 20) // 4 + 3, "float32")  # each rank's own block of 4 MiB and more: streamed
     check_torch(comm)
 
 
