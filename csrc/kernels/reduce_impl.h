@@ -22,7 +22,6 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -330,7 +329,8 @@ void stream_bytes(void* dst, const void* src, size_t bytes) {
   constexpr size_t kVec = PYCOMM_ISA_LEVEL == 2 ? 64 : PYCOMM_ISA_LEVEL == 1 ? 32 : 16;
   auto* d = static_cast<uint8_t*>(dst);
   auto* s = static_cast<const uint8_t*>(src);
-  const size_t head = std::min(bytes, (kVec - reinterpret_cast<uintptr_t>(d) % kVec) % kVec);
+  const size_t to_aligned = (kVec - reinterpret_cast<uintptr_t>(d) % kVec) % kVec;  // no std::min here: see the top
+  const size_t head = to_aligned < bytes ? to_aligned : bytes;
   copy_bytes(d, s, head);
   size_t i = head;
   for (; i + 4 * kVec <= bytes; i += 4 * kVec)
